@@ -1,0 +1,125 @@
+"""Applying the series to someone else's torchtitan checkout.
+
+A user's fork or upstream ``main`` differs from the base the series was made
+on, so patches go in with ``git am --3way``. A conflict must leave the
+checkout exactly as it was; a checkout that has the series already is told
+so, not patched twice.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchset import git
+from patchset.errors import PatchsetError
+from patchset.series import Patch, read_series
+from patchset.workspace import Workspace
+
+# How far back in the target's history to look for commits of the series.
+HISTORY_DEPTH = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyResult:
+    applied: list[str]
+    already_present: list[str]
+
+
+def patch_id(repo: Path, diff_text: str) -> str | None:
+    result = git.run(repo, "patch-id", "--stable", input_text=diff_text)
+    line = result.stdout.strip()
+    return line.split()[0] if line else None
+
+
+def history_fingerprints(repo: Path) -> tuple[set[str], set[str]]:
+    """Patch ids and subjects of the recent commits in repo."""
+    log = git.run(
+        repo, "log", f"-n{HISTORY_DEPTH}", "--no-merges", "-p", "--format=commit %H%n%s"
+    ).stdout
+    ids = {
+        line.split()[0]
+        for line in git.run(repo, "patch-id", "--stable", input_text=log).stdout.splitlines()
+    }
+    subjects = set(
+        git.output(repo, "log", f"-n{HISTORY_DEPTH}", "--no-merges", "--format=%s").splitlines()
+    )
+    return ids, subjects
+
+
+def bare_subject(subject: str) -> str:
+    """Subject without the ``[PATCH n/m]`` prefix that ``git am`` strips."""
+    if subject.startswith("[PATCH"):
+        return subject.split("]", 1)[1].strip()
+    return subject
+
+
+def present_in(repo: Path, patches: list[Patch]) -> list[str]:
+    """Names of the patches whose change or subject the history already has."""
+    ids, subjects = history_fingerprints(repo)
+    return [
+        patch.name
+        for patch in patches
+        if patch_id(repo, patch.path.read_text()) in ids
+        or bare_subject(patch.subject) in subjects
+    ]
+
+
+def check_target(target: Path) -> None:
+    if not git.is_repository(target):
+        raise PatchsetError(f"{target} is not the top folder of a git checkout")
+    operation = git.operation_in_progress(target)
+    if operation:
+        raise PatchsetError(f"{target} is in the middle of {operation}; finish or abort it first")
+    changes = git.status_lines(target)
+    if changes:
+        raise PatchsetError(
+            f"{target} has uncommitted changes or untracked files "
+            f"({len(changes)}); commit or stash them first, so that a failed "
+            "apply can restore the checkout exactly"
+        )
+
+
+def conflicted_files(target: Path, patch: Patch) -> list[str]:
+    unmerged = git.output(target, "diff", "--name-only", "--diff-filter=U")
+    if unmerged:
+        return unmerged.splitlines()
+    # A patch that failed before any merge was tried: name the files it edits.
+    numstat = git.run(target, "apply", "--numstat", str(patch.path), check=False).stdout
+    return [line.split("\t")[-1] for line in numstat.splitlines() if line]
+
+
+def restore(target: Path, *, head: str) -> None:
+    """Abort the ``git am`` and make sure nothing of it is left behind."""
+    git.run(target, "am", "--abort", check=False)
+    if git.head(target) != head or git.status_lines(target):
+        git.run(target, "reset", "--hard", "--quiet", head)
+        git.run(target, "clean", "-fd", "--quiet")
+
+
+def apply_series(workspace: Workspace, target: Path) -> ApplyResult:
+    patches = read_series(workspace)
+    target = target.resolve()
+    check_target(target)
+    present = present_in(target, patches)
+    if len(present) == len(patches):
+        return ApplyResult(applied=[], already_present=present)
+    if present:
+        raise PatchsetError(
+            f"{target} has part of the series already ({', '.join(present)}) "
+            "but not all of it; remove those commits or apply the rest by hand"
+        )
+    head = git.head(target)
+    env = git.identity_env(target)
+    for patch in patches:
+        result = git.run(target, "am", "--3way", "--quiet", str(patch.path), env=env, check=False)
+        if result.returncode != 0:
+            files = conflicted_files(target, patch)
+            restore(target, head=head)
+            raise PatchsetError(
+                f"patches/{patch.name} conflicts with {target}"
+                + (f" in: {', '.join(files)}" if files else "")
+                + ".\nThe checkout is back at "
+                + head[:12]
+                + " with nothing changed. Rebase the series onto this tree in "
+                "torchtitan_fork/ (see CONTRIBUTING.md), then apply again."
+            )
+    return ApplyResult(applied=[patch.name for patch in patches], already_present=[])

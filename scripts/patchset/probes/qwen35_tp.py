@@ -1,0 +1,149 @@
+"""Run one tensor-parallel scenario on Qwen3.5 in this process; print JSON.
+
+Runs inside the project's virtual environment, against whichever torchtitan
+tree is first on PYTHONPATH (the pristine base or the patched fork). A
+``fake`` process group gives any world size on one CPU process.
+
+Stages, each including the ones before it:
+  config       ``update_from_config`` (the trainer's config-time check)
+  parallelize  the model spec's ``parallelize_fn`` on the meta-device model
+  forward      materialize on CPU and run one forward pass
+
+``--skip-config-check`` sets the TP sharding configs with the model's own
+sharding helper instead of ``update_from_config``, which is how a caller that
+builds its own trainer reaches ``parallelize_fn``. ``--all-full-attention``
+replaces the GatedDeltaNet layers with copies of the full-attention layer
+(same head counts): FLA's Triton kernels have no CPU path, so a forward pass
+on CPU needs it.
+"""
+
+import argparse
+import copy
+import json
+import sys
+import time
+import traceback
+import types
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+STAGES = ("config", "parallelize", "forward")
+SEQ_LEN = 32
+SPECIAL_TOKENS = {"image_id": 248_000, "video_id": 248_001}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flavor", default="debugmodel_moe")
+    parser.add_argument("--tp", type=int, required=True)
+    parser.add_argument("--stage", choices=STAGES, required=True)
+    parser.add_argument("--skip-config-check", action="store_true")
+    parser.add_argument("--all-full-attention", action="store_true")
+    return parser.parse_args()
+
+
+def only_full_attention(model_config) -> None:
+    full = next(layer for layer in model_config.layers if layer.attention is not None)
+    for layer in model_config.layers:
+        if layer.delta_net is not None:
+            layer.attention = copy.deepcopy(full.attention)
+            layer.delta_net = None
+
+
+def where(error: BaseException) -> str:
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return f"{frame.filename.rsplit('/torchtitan/', 1)[-1]}:{frame.lineno}"
+
+
+def run(args: argparse.Namespace, report: dict) -> None:
+    import torchtitan
+    from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
+    from torchtitan.distributed import ParallelDims
+    from torchtitan.distributed.utils import set_spmd_backend
+    from torchtitan.models import qwen3_5
+    from torchtitan.models.qwen3_5.sharding import set_qwen35_sharding_config
+
+    report["torchtitan"] = torchtitan.__file__
+    backend = "partial_dtensor"
+    set_spmd_backend(backend)
+    spec = qwen3_5.model_registry(args.flavor)
+    if args.all_full_attention:
+        only_full_attention(spec.model)
+    parallelism = ParallelismConfig(
+        tensor_parallel_degree=args.tp, spmd_backend=backend
+    )
+
+    report["stage"] = "config"
+    if args.skip_config_check:
+        set_qwen35_sharding_config(spec.model, enable_ep=False)
+    else:
+        spec.model.update_from_config(
+            config=types.SimpleNamespace(parallelism=parallelism)
+        )
+    if args.stage == "config":
+        return
+
+    report["stage"] = "parallelize"
+    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
+        parallel_dims = ParallelDims.from_config(parallelism, args.tp)
+        parallel_dims.build_mesh()
+        with torch.device("meta"):
+            model = spec.model.build()
+        started = time.perf_counter()
+        try:
+            spec.parallelize_fn(
+                model,
+                parallel_dims=parallel_dims,
+                training=TrainingConfig(),
+                parallelism=parallelism,
+                compile_config=CompileConfig(),
+                ac_config=None,
+                dump_folder="",
+            )
+        finally:
+            report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
+            report["dtensor_parameters"] = sum(
+                isinstance(p, DTensor) for p in model.parameters()
+            )
+        if args.stage == "parallelize":
+            return
+
+        report["stage"] = "forward"
+        model.to_empty(device="cpu")
+        with torch.no_grad():
+            model.init_states(buffer_device=torch.device("cpu"))
+            tokens = torch.randint(0, 1000, (1, SEQ_LEN))
+            positions = torch.arange(SEQ_LEN).unsqueeze(0)
+            logits = model(
+                tokens,
+                attention_masks=model.get_attention_masks(positions),
+                positions=positions,
+                special_tokens=SPECIAL_TOKENS,
+            )
+        report["logits_shape"] = list(logits.shape)
+
+
+def main() -> int:
+    args = parse_args()
+    report: dict = {"flavor": args.flavor, "tp": args.tp}
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.tp)
+    try:
+        run(args, report)
+        report["outcome"] = "ok"
+    except Exception as error:  # noqa: BLE001 - the report is the point
+        report["outcome"] = "error"
+        report["error_type"] = type(error).__name__
+        report["error"] = str(error)
+        report["raised_at"] = where(error)
+    finally:
+        dist.destroy_process_group()
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
