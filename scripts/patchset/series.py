@@ -19,6 +19,7 @@ BASE_TAG = "base"
 FORMAT_PATCH_ARGS = (
     "format-patch",
     "--zero-commit",
+    "--no-numbered",
     "--no-signature",
     "--full-index",
     "--no-renames",

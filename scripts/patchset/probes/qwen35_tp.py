@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 import types
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -56,7 +57,10 @@ def only_full_attention(model_config) -> None:
 
 def where(error: BaseException) -> str:
     frame = traceback.extract_tb(error.__traceback__)[-1]
-    return f"{frame.filename.rsplit('/torchtitan/', 1)[-1]}:{frame.lineno}"
+    for marker in ("/site-packages/", "/torchtitan/"):
+        if marker in frame.filename:
+            return f"{frame.filename.rsplit(marker, 1)[-1]}:{frame.lineno}"
+    return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
 def run(args: argparse.Namespace, report: dict) -> None:

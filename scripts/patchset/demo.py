@@ -1,0 +1,139 @@
+"""The main job: TP=4 on Qwen3.5 MoE before and after the fix, then TP=2.
+
+Each scenario runs ``probes/qwen35_tp.py`` in a fresh interpreter of the
+project's venv, with the pristine base or the patched fork first on
+PYTHONPATH, and reports what happened.
+"""
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchset import base
+from patchset.errors import PatchsetError
+from patchset.series import read_series
+from patchset.workspace import Workspace
+
+PROBE = Path(__file__).resolve().parent / "probes" / "qwen35_tp.py"
+FLAVOR = "debugmodel_moe"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    title: str
+    tree: Path
+    args: tuple[str, ...]
+
+
+def run_probe(python: Path, scenario: Scenario) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(scenario.tree)}
+    result = subprocess.run(
+        [str(python), str(PROBE), "--flavor", FLAVOR, *scenario.args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise PatchsetError(
+            f"the demo probe crashed ({scenario.title}):\n{result.stderr[-2000:]}"
+        )
+    report = json.loads(lines[-1])
+    loaded_from = Path(report.get("torchtitan", "")).resolve()
+    if scenario.tree.resolve() not in loaded_from.parents:
+        raise PatchsetError(
+            f"the probe imported torchtitan from {loaded_from}, not from {scenario.tree}"
+        )
+    return report
+
+
+def describe(report: dict) -> str:
+    if report["outcome"] == "ok":
+        shape = report.get("logits_shape")
+        done = f"forward pass returned logits {shape}" if shape else "no error"
+        return f"OK: {done}"
+    return (
+        f"{report['error_type']} during {report['stage']} "
+        f"(raised at {report['raised_at']}):\n"
+        + "\n".join(f"      {line}" for line in report["error"].splitlines())
+    )
+
+
+def show(title: str, report: dict) -> None:
+    print(f"\n--- {title}")
+    print(f"    {describe(report)}")
+    if "parallelize_seconds" in report:
+        print(
+            f"    parallelize_fn: {report['parallelize_seconds']} s, "
+            f"{report['dtensor_parameters']} parameters became DTensors"
+        )
+
+
+def fix_is_right(rejected: dict, config_time: dict, accepted: dict) -> list[str]:
+    """What is wrong with the patched behaviour (empty when it is right)."""
+    problems = []
+    if not (
+        rejected["outcome"] == "error"
+        and rejected["error_type"] == "ValueError"
+        and rejected["stage"] == "parallelize"
+        and rejected["dtensor_parameters"] == 0
+        and "n_kv_heads=2" in rejected["error"]
+        and rejected["error"].endswith("values for this model: 1, 2.")
+    ):
+        problems.append("TP=4 was not rejected by parallelize_fn before sharding")
+    if config_time.get("error") != rejected.get("error"):
+        problems.append("the config-time check does not give the same message")
+    if accepted["outcome"] != "ok" or "logits_shape" not in accepted:
+        problems.append("TP=2 did not run a forward pass")
+    return problems
+
+
+def run(workspace: Workspace, *, python: Path) -> int:
+    pristine = base.ensure_pristine_tree(workspace)
+    fork = workspace.fork_dir
+    n_patches = len(read_series(workspace))
+    print(f"Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), fake process group on CPU")
+
+    show(
+        "pristine base, trainer path: update_from_config with TP=4",
+        run_probe(python, Scenario(title="pristine config", tree=pristine,
+                                   args=("--tp", "4", "--stage", "config"))),
+    )
+    forward_args = ("--tp", "4", "--stage", "forward", "--skip-config-check",
+                    "--all-full-attention")
+    show(
+        "pristine base, parallelize_fn with TP=4 sharding in place, then a forward pass",
+        run_probe(python, Scenario(title="pristine forward", tree=pristine,
+                                   args=forward_args)),
+    )
+    if n_patches == 0:
+        print(
+            "\nThe series is empty: patches/series lists no patch, so "
+            "torchtitan_fork/ is the pristine base and there is no fix to show yet."
+        )
+        return 0
+
+    rejected = run_probe(python, Scenario(
+        title="patched parallelize", tree=fork,
+        args=("--tp", "4", "--stage", "parallelize", "--skip-config-check")))
+    show(f"patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
+    config_time = run_probe(python, Scenario(
+        title="patched config", tree=fork, args=("--tp", "4", "--stage", "config")))
+    show("patched fork, trainer path: update_from_config with TP=4", config_time)
+    accepted = run_probe(python, Scenario(
+        title="patched TP=2", tree=fork,
+        args=("--tp", "2", "--stage", "forward", "--all-full-attention")))
+    show("patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)
+
+    problems = fix_is_right(rejected, config_time, accepted)
+    print()
+    if problems:
+        for problem in problems:
+            print(f"FAIL: {problem}")
+        return 1
+    print("PASS: the fork rejects TP=4 at parallelize_fn with a clear message "
+          "and runs TP=2.")
+    return 0
