@@ -110,7 +110,10 @@ def apply_series(workspace: Workspace, target: Path) -> ApplyResult:
     head = git.head(target)
     env = git.identity_env(target)
     for patch in patches:
-        result = git.run(target, "am", "--3way", "--quiet", str(patch.path), env=env, check=False)
+        result = git.run(
+            target, "am", "--3way", "--keep-non-patch", "--quiet", str(patch.path),
+            env=env, check=False,
+        )
         if result.returncode != 0:
             files = conflicted_files(target, patch)
             restore(target, head=head)

@@ -145,6 +145,7 @@ def apply_patches(tree: Path, patches: list[Patch]) -> None:
             "am",
             "--quiet",
             "--committer-date-is-author-date",
+            "--keep-non-patch",
             str(patch.path),
             env=env,
             check=False,

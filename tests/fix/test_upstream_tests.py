@@ -1,0 +1,94 @@
+"""The tests the series adds upstream: green on the fork, red on the base.
+
+The negative control runs the fork's own unit tests against the pristine
+base and checks that each test of the fix fails for the reason it should
+(the check is missing), while the tests of valid degrees still pass there.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from patchset import base
+from patchset.workspace import Workspace
+
+TESTS = Path("tests") / "unit_tests"
+HELPER_TEST_FILES = ("test_tp_degree_validation.py", "test_tp_sharded_head_counts.py")
+
+
+def run_unit_tests(*, tests_dir: Path, torchtitan_tree: Path, report: Path) -> dict:
+    """Run pytest on tests_dir with torchtitan_tree first on the path."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "pytest", str(tests_dir), "-q", "-p", "no:cacheprovider",
+            "-n", "2", f"--junitxml={report}", "--rootdir", str(tests_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tests_dir,
+        env={**os.environ, "PYTHONPATH": str(torchtitan_tree)},
+        timeout=1800,
+    )
+    outcomes = {}
+    for case in ET.parse(report).iter("testcase"):
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        outcomes[name] = (
+            None
+            if failure is None
+            else f"{failure.get('message') or ''}\n{failure.text or ''}"
+        )
+    return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
+
+
+@pytest.fixture(scope="module")
+def fork_tests(workspace: Workspace) -> Path:
+    return workspace.fork_dir / TESTS
+
+
+@pytest.mark.xdist_group("unit-tests")
+def test_unit_tests_pass_on_the_patched_fork(workspace, fork_tests, tmp_path):
+    run = run_unit_tests(
+        tests_dir=fork_tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
+    )
+    assert run["returncode"] == 0, run["output"][-3000:]
+    assert len(run["outcomes"]) >= 60
+    assert all(message is None for message in run["outcomes"].values())
+
+
+@pytest.mark.xdist_group("unit-tests")
+def test_unit_tests_fail_on_the_pristine_base(workspace, fork_tests, tmp_path):
+    pristine = base.ensure_pristine_tree(workspace)
+    copied = tmp_path / "unit_tests"
+    shutil.copytree(fork_tests, copied, ignore=shutil.ignore_patterns("__pycache__"))
+    run = run_unit_tests(
+        tests_dir=copied, torchtitan_tree=pristine, report=tmp_path / "r.xml"
+    )
+    assert run["returncode"] != 0
+    outcomes = run["outcomes"]
+
+    # The helper does not exist on the base: those modules cannot import it.
+    for name in HELPER_TEST_FILES:
+        errors = [m for n, m in outcomes.items() if name.removesuffix(".py") in n]
+        assert errors, name
+        for message in errors:
+            assert "cannot import name" in message, (name, message[:500])
+
+    parallelize = {n: m for n, m in outcomes.items() if "test_parallelize_tp_degree" in n}
+    rejects = {n: m for n, m in parallelize.items() if "rejects" in n}
+    accepts = {n: m for n, m in parallelize.items() if "accepts" in n}
+    config_time = {n: m for n, m in parallelize.items() if "config_time" in n}
+    assert len(rejects) >= 20 and accepts and config_time
+    for name, message in rejects.items():
+        assert message and "parallelize_fn accepted tensor_parallel_degree=" in message, (
+            name, message)
+    for name, message in config_time.items():
+        assert message is not None, f"{name} passed on the pristine base"
+    assert all(message is None for message in accepts.values()), accepts
