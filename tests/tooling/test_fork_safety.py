@@ -1,6 +1,15 @@
 """'fork' never loses work that is only in torchtitan_fork/."""
 
+from pathlib import Path
+
 from conftest import git, ScratchWorkspace, tree_snapshot
+
+
+def commit_notes(fork: Path) -> None:
+    """A commit made in the fork and not (yet) exported."""
+    (fork / "NOTES.md").write_text("work in progress\n")
+    git(fork, "add", "NOTES.md")
+    git(fork, "commit", "--quiet", "-m", "[docs] notes")
 
 
 def test_uncommitted_edit_is_refused_and_kept(built: ScratchWorkspace):
@@ -14,9 +23,7 @@ def test_uncommitted_edit_is_refused_and_kept(built: ScratchWorkspace):
 
 
 def test_unexported_commit_is_refused_and_kept(built: ScratchWorkspace):
-    (built.fork / "NOTES.md").write_text("work in progress\n")
-    git(built.fork, "add", "NOTES.md")
-    git(built.fork, "commit", "--quiet", "-m", "[docs] notes")
+    commit_notes(built.fork)
     before = tree_snapshot(built.fork)
     result = built.series("fork")
     assert result.code == 2
@@ -25,9 +32,7 @@ def test_unexported_commit_is_refused_and_kept(built: ScratchWorkspace):
 
 
 def test_backup_moves_unexported_work_aside(built: ScratchWorkspace):
-    (built.fork / "NOTES.md").write_text("work in progress\n")
-    git(built.fork, "add", "NOTES.md")
-    git(built.fork, "commit", "--quiet", "-m", "[docs] notes")
+    commit_notes(built.fork)
     result = built.series("fork", "--backup")
     assert result.code == 0, result.err
     backups = list(built.root.glob("torchtitan_fork.backup-*"))
@@ -37,9 +42,7 @@ def test_backup_moves_unexported_work_aside(built: ScratchWorkspace):
 
 
 def test_exported_commit_allows_rebuild(built: ScratchWorkspace):
-    (built.fork / "NOTES.md").write_text("kept\n")
-    git(built.fork, "add", "NOTES.md")
-    git(built.fork, "commit", "--quiet", "-m", "[docs] notes")
+    commit_notes(built.fork)
     assert built.series("export").code == 0
     assert any(p.name.endswith("-docs-notes.patch") for p in built.patches.iterdir())
     result = built.series("fork")
