@@ -28,19 +28,9 @@ class CommandResult:
     err: str
 
 
-@dataclass(frozen=True)
-class ScratchWorkspace:
+@dataclass(frozen=True, kw_only=True)
+class ScratchWorkspace(Workspace):
     """A copy of the tooling, pyproject.toml, patches/ and the cached base."""
-
-    root: Path
-
-    @property
-    def patches(self) -> Path:
-        return self.root / "patches"
-
-    @property
-    def fork(self) -> Path:
-        return self.root / "torchtitan_fork"
 
     def series(self, *args: str) -> CommandResult:
         result = subprocess.run(
@@ -78,7 +68,7 @@ def scratch(tmp_path: Path, workspace: Workspace) -> ScratchWorkspace:
     sdist_name = workspace.base_pin().sdist_name
     (root / ".cache" / "base").mkdir(parents=True)
     shutil.copy(ROOT / ".cache" / "base" / sdist_name, root / ".cache" / "base" / sdist_name)
-    return ScratchWorkspace(root)
+    return ScratchWorkspace(root=root)
 
 
 @pytest.fixture

@@ -94,6 +94,6 @@ def ensure_pristine_tree(workspace: Workspace) -> Path:
 
 
 def remove_build_output(tree: Path) -> None:
-    for pattern in ("*.egg-info",):
-        for path in tree.glob(pattern):
-            shutil.rmtree(path)
+    """Drop the sdist's generated metadata (``*.egg-info``) from the tree."""
+    for path in tree.glob("*.egg-info"):
+        shutil.rmtree(path)

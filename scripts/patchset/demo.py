@@ -8,7 +8,6 @@ PYTHONPATH, and reports what happened.
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from patchset import base
@@ -20,17 +19,11 @@ PROBE = Path(__file__).resolve().parent / "probes" / "qwen35_tp.py"
 FLAVOR = "debugmodel_moe"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Scenario:
-    title: str
-    tree: Path
-    args: tuple[str, ...]
-
-
-def run_probe(python: Path, scenario: Scenario) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(scenario.tree)}
+def run_probe(python: Path, tree: Path, *args: str) -> dict:
+    """Run one probe scenario against ``tree``; return its JSON report."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
     result = subprocess.run(
-        [str(python), str(PROBE), "--flavor", FLAVOR, *scenario.args],
+        [str(python), str(PROBE), "--flavor", FLAVOR, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -39,13 +32,13 @@ def run_probe(python: Path, scenario: Scenario) -> dict:
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     if result.returncode != 0 or not lines:
         raise PatchsetError(
-            f"the demo probe crashed ({scenario.title}):\n{result.stderr[-2000:]}"
+            f"the demo probe crashed ({' '.join(args)}):\n{result.stderr[-2000:]}"
         )
     report = json.loads(lines[-1])
     loaded_from = Path(report.get("torchtitan", "")).resolve()
-    if scenario.tree.resolve() not in loaded_from.parents:
+    if tree.resolve() not in loaded_from.parents:
         raise PatchsetError(
-            f"the probe imported torchtitan from {loaded_from}, not from {scenario.tree}"
+            f"the probe imported torchtitan from {loaded_from}, not from {tree}"
         )
     return report
 
@@ -62,7 +55,8 @@ def describe(report: dict) -> str:
     )
 
 
-def show(title: str, report: dict) -> None:
+def show(title: str, report: dict) -> dict:
+    """Print what a scenario did; return its report."""
     print(f"\n--- {title}")
     print(f"    {describe(report)}")
     if "parallelize_seconds" in report:
@@ -70,6 +64,7 @@ def show(title: str, report: dict) -> None:
             f"    parallelize_fn: {report['parallelize_seconds']} s, "
             f"{report['dtensor_parameters']} parameters became DTensors"
         )
+    return report
 
 
 def fix_is_right(rejected: dict, config_time: dict, accepted: dict) -> list[str]:
@@ -95,19 +90,17 @@ def run(workspace: Workspace, *, python: Path) -> int:
     pristine = base.ensure_pristine_tree(workspace)
     fork = workspace.fork_dir
     n_patches = len(read_series(workspace))
+    tp4 = ("--tp", "4")
+    forward_on_cpu = ("--stage", "forward", "--all-full-attention")
     print(f"Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), fake process group on CPU")
 
     show(
         "pristine base, trainer path: update_from_config with TP=4",
-        run_probe(python, Scenario(title="pristine config", tree=pristine,
-                                   args=("--tp", "4", "--stage", "config"))),
+        run_probe(python, pristine, *tp4, "--stage", "config"),
     )
-    forward_args = ("--tp", "4", "--stage", "forward", "--skip-config-check",
-                    "--all-full-attention")
     show(
         "pristine base, parallelize_fn with TP=4 sharding in place, then a forward pass",
-        run_probe(python, Scenario(title="pristine forward", tree=pristine,
-                                   args=forward_args)),
+        run_probe(python, pristine, *tp4, *forward_on_cpu, "--skip-config-check"),
     )
     if n_patches == 0:
         print(
@@ -116,17 +109,18 @@ def run(workspace: Workspace, *, python: Path) -> int:
         )
         return 0
 
-    rejected = run_probe(python, Scenario(
-        title="patched parallelize", tree=fork,
-        args=("--tp", "4", "--stage", "parallelize", "--skip-config-check")))
-    show(f"patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
-    config_time = run_probe(python, Scenario(
-        title="patched config", tree=fork, args=("--tp", "4", "--stage", "config")))
-    show("patched fork, trainer path: update_from_config with TP=4", config_time)
-    accepted = run_probe(python, Scenario(
-        title="patched TP=2", tree=fork,
-        args=("--tp", "2", "--stage", "forward", "--all-full-attention")))
-    show("patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)
+    rejected = show(
+        f"patched fork ({n_patches} patches), parallelize_fn with TP=4",
+        run_probe(python, fork, *tp4, "--stage", "parallelize", "--skip-config-check"),
+    )
+    config_time = show(
+        "patched fork, trainer path: update_from_config with TP=4",
+        run_probe(python, fork, *tp4, "--stage", "config"),
+    )
+    accepted = show(
+        "patched fork, TP=2: update_from_config, parallelize_fn, forward",
+        run_probe(python, fork, "--tp", "2", *forward_on_cpu),
+    )
 
     problems = fix_is_right(rejected, config_time, accepted)
     print()

@@ -54,6 +54,7 @@ class ForkState:
     blocker: str | None = None
     unexported: bool = False
     up_to_date: bool = False
+    export_digest: str | None = None
 
     @property
     def unsaved_work(self) -> str | None:
@@ -96,6 +97,7 @@ def inspect_fork(workspace: Workspace) -> ForkState:
     return ForkState(
         unexported=in_fork not in (recorded_digest(fork), on_disk),
         up_to_date=in_fork == on_disk,
+        export_digest=in_fork,
     )
 
 
@@ -215,7 +217,7 @@ def export(workspace: Workspace, *, force: bool = False) -> list[str]:
     if state.blocker:
         raise PatchsetError(f"cannot export: {state.blocker}")
     on_disk = queue_digest(workspace)
-    if not force and on_disk not in (recorded_digest(fork), fork_export_digest(fork)):
+    if not force and on_disk not in (recorded_digest(fork), state.export_digest):
         raise PatchsetError(
             "patches/ has changed since the fork was built from it, and the fork "
             "does not have those changes; exporting would overwrite them. "

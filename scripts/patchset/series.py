@@ -35,9 +35,16 @@ class Patch:
 
     @property
     def subject(self) -> str:
-        for line in self.path.read_text(errors="replace").splitlines():
+        """The Subject header, with its continuation lines unfolded."""
+        lines = self.path.read_text(errors="replace").splitlines()
+        for index, line in enumerate(lines):
             if line.startswith("Subject: "):
-                return line.removeprefix("Subject: ").strip()
+                parts = [line.removeprefix("Subject: ")]
+                for continuation in lines[index + 1 :]:
+                    if not continuation.startswith((" ", "\t")):
+                        break
+                    parts.append(continuation)
+                return " ".join(part.strip() for part in parts)
         return ""
 
 

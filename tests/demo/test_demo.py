@@ -27,9 +27,9 @@ def test_demo_shows_the_failure_and_the_fix():
 
 
 def test_demo_with_an_empty_series_says_so(scratch: ScratchWorkspace, capsys):
-    for patch in scratch.patches.glob("*.patch"):
+    for patch in scratch.patches_dir.glob("*.patch"):
         patch.unlink()
-    (scratch.patches / "series").write_text("")
+    (scratch.patches_dir / "series").write_text("")
     code = demo.run(Workspace(root=scratch.root), python=Path(sys.executable))
     out = capsys.readouterr().out
     assert code == 0

@@ -8,7 +8,7 @@ from conftest import git, ScratchWorkspace, tree_snapshot
 
 def base_checkout(built: ScratchWorkspace, dest: Path) -> Path:
     subprocess.run(
-        ["git", "clone", "--quiet", "--branch", "base", str(built.fork), str(dest)],
+        ["git", "clone", "--quiet", "--branch", "base", str(built.fork_dir), str(dest)],
         check=True,
     )
     git(dest, "checkout", "--quiet", "-b", "user-branch")

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from conftest import git, ScratchWorkspace, tree_snapshot
 
 
@@ -12,39 +14,44 @@ def commit_notes(fork: Path) -> None:
     git(fork, "commit", "--quiet", "-m", "[docs] notes")
 
 
-def test_uncommitted_edit_is_refused_and_kept(built: ScratchWorkspace):
-    readme = built.fork / "README.md"
+def edit_readme(fork: Path) -> None:
+    """An edit in the fork that is not committed."""
+    readme = fork / "README.md"
     readme.write_text(readme.read_text() + "\nlocal edit\n")
-    before = tree_snapshot(built.fork)
-    result = built.series("fork")
-    assert result.code == 2
-    assert "uncommitted changes" in result.err and "README.md" in result.err
-    assert tree_snapshot(built.fork) == before
 
 
-def test_unexported_commit_is_refused_and_kept(built: ScratchWorkspace):
-    commit_notes(built.fork)
-    before = tree_snapshot(built.fork)
+@pytest.mark.parametrize(
+    "make_work, expected",
+    [
+        (edit_readme, ("uncommitted changes", "README.md")),
+        (commit_notes, ("not exported", "series export")),
+    ],
+    ids=["uncommitted-edit", "unexported-commit"],
+)
+def test_unsaved_work_is_refused_and_kept(built: ScratchWorkspace, make_work, expected):
+    make_work(built.fork_dir)
+    before = tree_snapshot(built.fork_dir)
     result = built.series("fork")
     assert result.code == 2
-    assert "not exported" in result.err and "series export" in result.err
-    assert tree_snapshot(built.fork) == before
+    for words in expected:
+        assert words in result.err
+    assert tree_snapshot(built.fork_dir) == before
 
 
 def test_backup_moves_unexported_work_aside(built: ScratchWorkspace):
-    commit_notes(built.fork)
+    commit_notes(built.fork_dir)
     result = built.series("fork", "--backup")
     assert result.code == 0, result.err
     backups = list(built.root.glob("torchtitan_fork.backup-*"))
     assert len(backups) == 1
     assert git(backups[0], "log", "-1", "--format=%s").strip() == "[docs] notes"
-    assert not (built.fork / "NOTES.md").exists()
+    assert not (built.fork_dir / "NOTES.md").exists()
 
 
 def test_exported_commit_allows_rebuild(built: ScratchWorkspace):
-    commit_notes(built.fork)
+    commit_notes(built.fork_dir)
     assert built.series("export").code == 0
-    assert any(p.name.endswith("-docs-notes.patch") for p in built.patches.iterdir())
+    assert any(p.name.endswith("-docs-notes.patch") for p in built.patches_dir.iterdir())
     result = built.series("fork")
     assert result.code == 0, result.err
     assert "up to date" in result.out
@@ -52,11 +59,11 @@ def test_exported_commit_allows_rebuild(built: ScratchWorkspace):
 
 def test_new_patches_on_disk_rebuild_the_fork(built: ScratchWorkspace):
     """Patches pulled into patches/ are not mistaken for work in the fork."""
-    series = built.patches / "series"
+    series = built.patches_dir / "series"
     names = [l for l in series.read_text().splitlines() if l and not l.startswith("#")]
-    (built.patches / names[-1]).unlink()
+    (built.patches_dir / names[-1]).unlink()
     series.write_text("".join(f"{n}\n" for n in names[:-1]))
     result = built.series("fork")
     assert result.code == 0, result.err
-    count = git(built.fork, "rev-list", "--count", "base..HEAD").strip()
+    count = git(built.fork_dir, "rev-list", "--count", "base..HEAD").strip()
     assert int(count) == len(names) - 1

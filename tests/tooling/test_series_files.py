@@ -11,68 +11,68 @@ def patch_names(patches: Path) -> list[str]:
 
 
 def test_series_applies_in_order_with_git_am(built: ScratchWorkspace):
-    names = patch_names(built.patches)
+    names = patch_names(built.patches_dir)
     assert names, "the series is empty"
-    subjects = git(built.fork, "log", "--reverse", "--format=%s", "base..HEAD").splitlines()
+    subjects = git(built.fork_dir, "log", "--reverse", "--format=%s", "base..HEAD").splitlines()
     expected = [
         next(
             line.removeprefix("Subject: [PATCH] ")
-            for line in (built.patches / name).read_text().splitlines()
+            for line in (built.patches_dir / name).read_text().splitlines()
             if line.startswith("Subject: ")
         )
         for name in names
     ]
     assert [s[:40] for s in subjects] == [e[:40] for e in expected]
-    assert git(built.fork, "status", "--porcelain") == ""
+    assert git(built.fork_dir, "status", "--porcelain") == ""
 
 
 def test_every_patch_applies_without_fuzz_or_offset(built: ScratchWorkspace):
     """Each patch's context matches the tree before it exactly."""
-    commits = git(built.fork, "rev-list", "--reverse", "base..HEAD").split()
-    for name, commit in zip(patch_names(built.patches), commits):
-        git(built.fork, "checkout", "--quiet", f"{commit}~1")
-        check = git(built.fork, "apply", "--check", "--verbose", str(built.patches / name))
+    commits = git(built.fork_dir, "rev-list", "--reverse", "base..HEAD").split()
+    for name, commit in zip(patch_names(built.patches_dir), commits):
+        git(built.fork_dir, "checkout", "--quiet", f"{commit}~1")
+        check = git(built.fork_dir, "apply", "--check", "--verbose", str(built.patches_dir / name))
         assert "offset" not in check and "fuzz" not in check, (name, check)
-    git(built.fork, "checkout", "--quiet", "main")
+    git(built.fork_dir, "checkout", "--quiet", "main")
 
 
 def test_export_after_fork_is_byte_identical(built: ScratchWorkspace):
-    before = {p.name: p.read_bytes() for p in built.patches.iterdir()}
+    before = {p.name: p.read_bytes() for p in built.patches_dir.iterdir()}
     result = built.series("export")
     assert result.code == 0, result.err
-    after = {p.name: p.read_bytes() for p in built.patches.iterdir()}
+    after = {p.name: p.read_bytes() for p in built.patches_dir.iterdir()}
     assert after == before
 
 
 def test_corrupted_patch_is_named(scratch: ScratchWorkspace):
-    victim = patch_names(scratch.patches)[1]
-    path = scratch.patches / victim
+    victim = patch_names(scratch.patches_dir)[1]
+    path = scratch.patches_dir / victim
     text = path.read_text()
     path.write_text(text.replace("\n+", "\n+garbage ", 3).replace("@@ -", "@@ -9", 1))
     result = scratch.series("fork")
     assert result.code == 2
     assert f"patches/{victim} does not apply" in result.err
-    assert not scratch.fork.exists(), "a half-patched fork was left behind"
+    assert not scratch.fork_dir.exists(), "a half-patched fork was left behind"
 
 
 def test_patch_without_headers_is_named(scratch: ScratchWorkspace):
-    victim = patch_names(scratch.patches)[0]
-    (scratch.patches / victim).write_text("just some text\n")
+    victim = patch_names(scratch.patches_dir)[0]
+    (scratch.patches_dir / victim).write_text("just some text\n")
     result = scratch.series("fork")
     assert result.code == 2
     assert f"patches/{victim} is not a git format-patch file" in result.err
 
 
 def test_missing_file_listed_in_series_is_named(scratch: ScratchWorkspace):
-    victim = patch_names(scratch.patches)[-1]
-    (scratch.patches / victim).unlink()
+    victim = patch_names(scratch.patches_dir)[-1]
+    (scratch.patches_dir / victim).unlink()
     result = scratch.series("fork")
     assert result.code == 2
     assert f"lists files that do not exist: patches/{victim}" in result.err
 
 
 def test_patch_not_listed_in_series_is_named(scratch: ScratchWorkspace):
-    (scratch.patches / "0099-stray.patch").write_text("From 0\n")
+    (scratch.patches_dir / "0099-stray.patch").write_text("From 0\n")
     result = scratch.series("fork")
     assert result.code == 2
     assert "patches/series does not list: patches/0099-stray.patch" in result.err
@@ -88,4 +88,4 @@ def test_wrong_base_hash_is_refused(scratch: ScratchWorkspace):
     assert result.code == 2
     assert "torchtitan-0.3.0.tar.gz has sha256" in result.err
     assert f"pins {wrong}" in result.err
-    assert not scratch.fork.exists()
+    assert not scratch.fork_dir.exists()
