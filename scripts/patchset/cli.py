@@ -62,6 +62,15 @@ def cmd_demo(workspace: Workspace, args: argparse.Namespace) -> int:
     return demo.run(workspace, python=python)
 
 
+def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import table
+
+    python = set_up(workspace)
+    rows = table.collect(workspace, python=python, recipes_from_base=args.base)
+    print(table.to_json(rows) if args.json else table.to_markdown(rows))
+    return 1 if table.invalid_recipes(rows) else 0
+
+
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
     command = [str(python), "-m", "pytest", str(workspace.tests_dir), *args.pytest_args]
@@ -110,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="set up, then show TP=4 on Qwen3.5 MoE before and after the fix"
     )
     demo.set_defaults(handler=cmd_demo)
+
+    table_cmd = commands.add_parser(
+        "table",
+        help="print every model flavor's TP head counts, valid TP degrees and recipes "
+        "(exit status 1 if a recipe asks for an invalid TP)",
+    )
+    table_cmd.add_argument("--json", action="store_true", help="JSON instead of markdown")
+    table_cmd.add_argument(
+        "--base",
+        action="store_true",
+        help="read the recipes from the pristine base instead of the fork",
+    )
+    table_cmd.set_defaults(handler=cmd_table)
 
     test = commands.add_parser("test", help="set up, then run the tests with pytest")
     test.add_argument(

@@ -5,42 +5,18 @@ project's venv, with the pristine base or the patched fork first on
 PYTHONPATH, and reports what happened.
 """
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 from patchset import base
-from patchset.errors import PatchsetError
+from patchset.probe import run_probe
 from patchset.series import read_series
 from patchset.workspace import Workspace
 
-PROBE = Path(__file__).resolve().parent / "probes" / "qwen35_tp.py"
 FLAVOR = "debugmodel_moe"
 
 
-def run_probe(python: Path, tree: Path, *args: str) -> dict:
-    """Run one probe scenario against ``tree``; return its JSON report."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    result = subprocess.run(
-        [str(python), str(PROBE), "--flavor", FLAVOR, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise PatchsetError(
-            f"the demo probe crashed ({' '.join(args)}):\n{result.stderr[-2000:]}"
-        )
-    report = json.loads(lines[-1])
-    loaded_from = Path(report.get("torchtitan", "")).resolve()
-    if tree.resolve() not in loaded_from.parents:
-        raise PatchsetError(
-            f"the probe imported torchtitan from {loaded_from}, not from {tree}"
-        )
-    return report
+def qwen35_probe(python: Path, tree: Path, *args: str) -> dict:
+    return run_probe(python, tree, "qwen35_tp", "--flavor", FLAVOR, *args)
 
 
 def describe(report: dict) -> str:
@@ -96,11 +72,11 @@ def run(workspace: Workspace, *, python: Path) -> int:
 
     show(
         "pristine base, trainer path: update_from_config with TP=4",
-        run_probe(python, pristine, *tp4, "--stage", "config"),
+        qwen35_probe(python, pristine, *tp4, "--stage", "config"),
     )
     show(
         "pristine base, parallelize_fn with TP=4 sharding in place, then a forward pass",
-        run_probe(python, pristine, *tp4, *forward_on_cpu, "--skip-config-check"),
+        qwen35_probe(python, pristine, *tp4, *forward_on_cpu, "--skip-config-check"),
     )
     if n_patches == 0:
         print(
@@ -111,15 +87,15 @@ def run(workspace: Workspace, *, python: Path) -> int:
 
     rejected = show(
         f"patched fork ({n_patches} patches), parallelize_fn with TP=4",
-        run_probe(python, fork, *tp4, "--stage", "parallelize", "--skip-config-check"),
+        qwen35_probe(python, fork, *tp4, "--stage", "parallelize", "--skip-config-check"),
     )
     config_time = show(
         "patched fork, trainer path: update_from_config with TP=4",
-        run_probe(python, fork, *tp4, "--stage", "config"),
+        qwen35_probe(python, fork, *tp4, "--stage", "config"),
     )
     accepted = show(
         "patched fork, TP=2: update_from_config, parallelize_fn, forward",
-        run_probe(python, fork, "--tp", "2", *forward_on_cpu),
+        qwen35_probe(python, fork, "--tp", "2", *forward_on_cpu),
     )
 
     problems = fix_is_right(rejected, config_time, accepted)

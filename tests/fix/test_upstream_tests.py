@@ -5,47 +5,22 @@ base and checks that each test of the fix fails for the reason it should
 (the check is missing), while the tests of valid degrees still pass there.
 """
 
-import os
 import shutil
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from patchset import base
 from patchset.workspace import Workspace
+from upstream_pytest import run_unit_tests
 
 TESTS = Path("tests") / "unit_tests"
-HELPER_TEST_FILES = ("test_tp_degree_validation.py", "test_tp_sharded_head_counts.py")
-
-
-def run_unit_tests(*, tests_dir: Path, torchtitan_tree: Path, report: Path) -> dict:
-    """Run pytest on tests_dir with torchtitan_tree first on the path."""
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "pytest", str(tests_dir), "-q", "-p", "no:cacheprovider",
-            "-n", "2", f"--junitxml={report}", "--rootdir", str(tests_dir),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tests_dir,
-        env={**os.environ, "PYTHONPATH": str(torchtitan_tree)},
-        timeout=1800,
-    )
-    outcomes = {}
-    for case in ET.parse(report).iter("testcase"):
-        failure = case.find("failure")
-        if failure is None:
-            failure = case.find("error")
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
-        outcomes[name] = (
-            None
-            if failure is None
-            else f"{failure.get('message') or ''}\n{failure.text or ''}"
-        )
-    return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
+# Test modules that import the helper, which the base does not have.
+HELPER_TEST_FILES = (
+    "test_tp_degree_validation.py",
+    "test_tp_sharded_head_counts.py",
+    "test_recipe_parallelism.py",
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +31,7 @@ def fork_tests(workspace: Workspace) -> Path:
 @pytest.mark.xdist_group("unit-tests")
 def test_unit_tests_pass_on_the_patched_fork(workspace, fork_tests, tmp_path):
     run = run_unit_tests(
-        tests_dir=fork_tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
+        tests=fork_tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
     )
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
@@ -69,7 +44,7 @@ def test_unit_tests_fail_on_the_pristine_base(workspace, fork_tests, tmp_path):
     copied = tmp_path / "unit_tests"
     shutil.copytree(fork_tests, copied, ignore=shutil.ignore_patterns("__pycache__"))
     run = run_unit_tests(
-        tests_dir=copied, torchtitan_tree=pristine, report=tmp_path / "r.xml"
+        tests=copied, torchtitan_tree=pristine, report=tmp_path / "r.xml"
     )
     assert run["returncode"] != 0
     outcomes = run["outcomes"]

@@ -1,0 +1,165 @@
+"""Read torchtitan's model registry in this process; print JSON.
+
+Runs inside the project's virtual environment against whichever torchtitan
+tree is first on PYTHONPATH.
+
+  flavors  every model package's flavors, built on the meta device, with the
+           head counts tensor parallelism shards and the TP degrees that the
+           fork's rule (``validate_tp_head_counts``) accepts
+  recipes  every trainer recipe in the packages' ``config_registry`` modules,
+           with the flavor it trains and its parallel degrees; needs no part
+           of the series, so it also reads the pristine base
+"""
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import pkgutil
+from unittest import mock
+
+import torch
+
+# Columns of the table, by the attribute a head count is exposed under.
+HEAD_KINDS = {
+    "n_heads": "attention",
+    "n_kv_heads": "kv",
+    "n_key_heads": "linear_key",
+    "n_value_heads": "linear_value",
+}
+
+
+def model_packages() -> list[str]:
+    import torchtitan.models
+
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(torchtitan.models.__path__)
+        if info.ispkg
+        and importlib.util.find_spec(f"torchtitan.models.{info.name}.config_registry")
+    )
+
+
+def flavor_table(package: object) -> dict:
+    """The package's ``<name>_configs`` dict: flavor name to config builder."""
+    tables = [
+        value
+        for name, value in vars(package).items()
+        if name.endswith("_configs") and isinstance(value, dict)
+    ]
+    if len(tables) != 1:
+        raise LookupError(f"{package.__name__} has {len(tables)} *_configs tables")
+    return tables[0]
+
+
+def head_kind(count) -> str:
+    if count.fqn.split(".")[0].startswith("vision"):
+        return "vision"
+    return HEAD_KINDS[count.name]
+
+
+def valid_tp_degrees(counts, *, model_name: str) -> list[int] | None:
+    """Degrees the fork's rule accepts; None when TP shards no heads."""
+    from torchtitan.distributed.utils import validate_tp_head_counts
+
+    if not counts:
+        return None
+    valid = []
+    for degree in range(1, min(count.value for count in counts) + 1):
+        try:
+            validate_tp_head_counts(counts, tp_degree=degree, model_name=model_name)
+        except ValueError:
+            continue
+        valid.append(degree)
+    return valid
+
+
+def describe_flavor(model_name: str, flavor: str, registry) -> dict:
+    from torchtitan.distributed.utils import get_tp_sharded_head_counts
+
+    with torch.device("meta"):
+        model = registry(flavor).model.build()
+    counts = get_tp_sharded_head_counts(model)
+    heads: dict[str, list[int]] = {}
+    for count in counts:
+        values = heads.setdefault(head_kind(count), [])
+        if count.value not in values:
+            values.append(count.value)
+    if "attention" in heads and "kv" not in heads:
+        # The rule leaves out n_kv_heads equal to n_heads: plain multi-head.
+        heads["kv"] = list(heads["attention"])
+    return {
+        "model": model_name,
+        "flavor": flavor,
+        "heads": {kind: sorted(values) for kind, values in heads.items()},
+        "valid_tp": valid_tp_degrees(counts, model_name=f"{model_name} {flavor}"),
+    }
+
+
+def flavors() -> list[dict]:
+    rows = []
+    for name in model_packages():
+        package = importlib.import_module(f"torchtitan.models.{name}")
+        for flavor in flavor_table(package):
+            rows.append(describe_flavor(name, flavor, package.model_registry))
+    return rows
+
+
+def on_target_gpu():
+    """Answer recipes' GPU checks as a Blackwell (SM100) GPU would.
+
+    Quantization and flash-attention converters check the GPU while a recipe
+    is built; the recipe's parallel degrees do not depend on the answer.
+    """
+    return mock.patch.multiple(
+        torch.cuda,
+        is_available=mock.Mock(return_value=True),
+        get_device_capability=mock.Mock(return_value=(10, 0)),
+    )
+
+
+def recipes() -> list[dict]:
+    rows = []
+    for name in model_packages():
+        registry = importlib.import_module(f"torchtitan.models.{name}.config_registry")
+        for recipe, function in inspect.getmembers(registry, inspect.isfunction):
+            takes_arguments = any(
+                parameter.default is inspect.Parameter.empty
+                for parameter in inspect.signature(function).parameters.values()
+            )
+            if (
+                recipe.startswith("_")
+                or function.__module__ != registry.__name__
+                or takes_arguments
+            ):
+                continue
+            with on_target_gpu():
+                config = function()
+            parallelism = config.parallelism
+            rows.append(
+                {
+                    "recipe": recipe,
+                    "model": name,
+                    "flavor": config.model_spec.flavor,
+                    "tp": parallelism.tensor_parallel_degree,
+                    "ep": parallelism.expert_parallel_degree,
+                    "dp_shard": parallelism.data_parallel_shard_degree,
+                }
+            )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("flavors", "recipes"))
+    what = parser.parse_args().what
+    import torchtitan
+
+    rows = flavors() if what == "flavors" else recipes()
+    print(json.dumps({"torchtitan": torchtitan.__file__, what: rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

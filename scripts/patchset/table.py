@@ -1,0 +1,134 @@
+"""The TP table: every model flavor's head counts, valid TP degrees and recipes.
+
+Head counts and valid degrees come from the patched fork, built from the real
+registry on the meta device and judged by the series' own rule. Recipes come
+from the fork, or with ``base=True`` from the pristine base, so the table
+shows what the series changes.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchset import base
+from patchset.errors import PatchsetError
+from patchset.probe import run_probe
+from patchset.workspace import Workspace
+
+COLUMNS = (
+    "Model",
+    "Flavor",
+    "Attention heads",
+    "KV heads",
+    "Linear-attention heads (key/value)",
+    "Vision heads",
+    "Largest valid TP",
+    "Valid TP degrees",
+    "Shipped recipes (TP)",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    tp: int
+    valid: bool | None  # None: the flavor has no head counts TP could shard
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    model: str
+    flavor: str
+    heads: dict[str, list[int]]
+    valid_tp: list[int] | None
+    recipes: list[Recipe]
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "flavor": self.flavor,
+            "heads": self.heads,
+            "valid_tp": self.valid_tp,
+            "largest_valid_tp": self.valid_tp[-1] if self.valid_tp else None,
+            "recipes": [vars(recipe) for recipe in self.recipes],
+        }
+
+
+def collect(workspace: Workspace, *, python: Path, recipes_from_base: bool) -> list[Row]:
+    flavors = run_probe(python, workspace.fork_dir, "registry", "flavors")["flavors"]
+    recipe_tree = (
+        base.ensure_pristine_tree(workspace) if recipes_from_base else workspace.fork_dir
+    )
+    recipes = run_probe(python, recipe_tree, "registry", "recipes")["recipes"]
+    flavor_keys = {(flavor["model"], flavor["flavor"]) for flavor in flavors}
+    orphans = [r["recipe"] for r in recipes if (r["model"], r["flavor"]) not in flavor_keys]
+    if orphans:
+        raise PatchsetError(f"recipes whose flavor is not in the registry: {orphans}")
+    rows = []
+    for flavor in flavors:
+        valid_tp = flavor["valid_tp"]
+        rows.append(
+            Row(
+                model=flavor["model"],
+                flavor=flavor["flavor"],
+                heads=flavor["heads"],
+                valid_tp=valid_tp,
+                recipes=[
+                    Recipe(
+                        name=recipe["recipe"],
+                        tp=recipe["tp"],
+                        valid=None if valid_tp is None else recipe["tp"] in valid_tp,
+                    )
+                    for recipe in recipes
+                    if (recipe["model"], recipe["flavor"])
+                    == (flavor["model"], flavor["flavor"])
+                ],
+            )
+        )
+    return rows
+
+
+def invalid_recipes(rows: list[Row]) -> list[str]:
+    return [recipe.name for row in rows for recipe in row.recipes if recipe.valid is False]
+
+
+def _values(values: list[int] | None) -> str:
+    return ", ".join(str(v) for v in values) if values else "—"
+
+
+def _recipe_cell(recipe: Recipe) -> str:
+    mark = {True: "✓", False: "✗ invalid", None: "no TP sharding"}[recipe.valid]
+    return f"`{recipe.name}` TP={recipe.tp} {mark}"
+
+
+def _cells(row: Row) -> list[str]:
+    heads = row.heads
+    linear = (
+        f"{_values(heads['linear_key'])} / {_values(heads['linear_value'])}"
+        if "linear_key" in heads
+        else "—"
+    )
+    return [
+        row.model,
+        f"`{row.flavor}`",
+        _values(heads.get("attention")),
+        _values(heads.get("kv")),
+        linear,
+        _values(heads.get("vision")),
+        str(row.valid_tp[-1]) if row.valid_tp else "—",
+        _values(row.valid_tp) if row.valid_tp else "TP shards no heads",
+        "<br>".join(_recipe_cell(recipe) for recipe in row.recipes) or "—",
+    ]
+
+
+def to_markdown(rows: list[Row]) -> str:
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_json(rows: list[Row]) -> str:
+    return json.dumps([row.to_json() for row in rows], indent=2)

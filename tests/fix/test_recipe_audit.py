@@ -1,0 +1,76 @@
+"""The series' recipe audit: it covers every recipe, and it catches 0.3.0's.
+
+The negative control runs the audit on the series without the patch that
+fixes the two Qwen3.5 recipes (a clone of the fork with that commit
+reverted), so the recipes are exactly 0.3.0's.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+from upstream_pytest import run_unit_tests
+
+AUDIT = Path("tests") / "unit_tests" / "test_recipe_parallelism.py"
+RECIPE_FIX_FILE = "torchtitan/models/qwen3_5/config_registry.py"
+AUDIT_CASE = "test_recipe_parallelism::test_recipe_parallelism_fits_its_model"
+
+
+def recipes_in_source(tree: Path) -> set[str]:
+    """Public no-argument functions of every config_registry.py, read from the
+    source text, independently of how the audit discovers them."""
+    found = set()
+    for path in sorted((tree / "torchtitan" / "models").glob("*/config_registry.py")):
+        for node in ast.parse(path.read_text()).body:
+            if (
+                isinstance(node, ast.FunctionDef)
+                and not node.name.startswith("_")
+                and len(node.args.args) == len(node.args.defaults)
+            ):
+                found.add(f"{path.parent.name}/{node.name}")
+    return found
+
+
+def audit_outcomes(tree: Path, report: Path) -> dict[str, str | None]:
+    run = run_unit_tests(tests=tree / AUDIT, torchtitan_tree=tree, report=report)
+    return {
+        name.removeprefix(AUDIT_CASE)[1:-1]: message
+        for name, message in run["outcomes"].items()
+        if name.startswith(AUDIT_CASE + "[")
+    }
+
+
+@pytest.fixture(scope="module")
+def base_recipes_tree(workspace, tmp_path_factory) -> Path:
+    fork = workspace.fork_dir
+    fixes = git(fork, "log", "--format=%H", "base..HEAD", "--", RECIPE_FIX_FILE).split()
+    assert len(fixes) == 1, fixes
+    clone = tmp_path_factory.mktemp("base-recipes") / "torchtitan"
+    git(fork.parent, "clone", "--quiet", str(fork), str(clone))
+    git(clone, "revert", "--no-edit", fixes[0])
+    assert (clone / RECIPE_FIX_FILE).read_text() == git(
+        fork, "show", f"base:{RECIPE_FIX_FILE}"
+    )
+    return clone
+
+
+def test_audit_covers_every_recipe_on_the_fork(workspace, tmp_path):
+    outcomes = audit_outcomes(workspace.fork_dir, tmp_path / "r.xml")
+    expected = recipes_in_source(workspace.fork_dir)
+    assert len(expected) == 67
+    assert set(outcomes) == expected
+    assert {name: m for name, m in outcomes.items() if m is not None} == {}
+
+
+def test_audit_fails_on_the_base_recipes_naming_exactly_the_two(
+    base_recipes_tree, tmp_path
+):
+    outcomes = audit_outcomes(base_recipes_tree, tmp_path / "r.xml")
+    assert len(outcomes) == 67
+    failed = {name: m for name, m in outcomes.items() if m is not None}
+    assert set(failed) == {"qwen3_5/qwen35_122b_a10b", "qwen3_5/qwen35_397b_a17b"}
+    assert "tensor_parallel_degree=4 does not divide" in failed["qwen3_5/qwen35_122b_a10b"]
+    assert "tensor_parallel_degree=8 does not divide" in failed["qwen3_5/qwen35_397b_a17b"]
+    assert "n_kv_heads=2 in layers 3, 7, 11" in failed["qwen3_5/qwen35_397b_a17b"]
