@@ -71,6 +71,26 @@ def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:
     return 1 if table.invalid_recipes(rows) else 0
 
 
+def cmd_lint(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import lint
+
+    python = set_up(workspace)
+    return lint.print_report(lint.lint_series(workspace, python=python))
+
+
+def cmd_bisect_check(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import bisect
+
+    python = set_up(workspace)
+    steps = bisect.check_series(workspace, python=python)
+    broken = bisect.first_broken(steps)
+    if broken:
+        print(f"\nfirst broken patch: {broken}")
+        return 1
+    print(f"\nevery step of the series is green ({len(steps)} patches)")
+    return 0
+
+
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
     command = [str(python), "-m", "pytest", str(workspace.tests_dir), *args.pytest_args]
@@ -132,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the recipes from the pristine base instead of the fork",
     )
     table_cmd.set_defaults(handler=cmd_table)
+
+    lint_cmd = commands.add_parser(
+        "lint",
+        help="check each patch with torchtitan's pre-commit rules "
+        "(flake8, ufmt, codespell, pydoclint, pyrefly, license header)",
+    )
+    lint_cmd.set_defaults(handler=cmd_lint)
+
+    bisect_cmd = commands.add_parser(
+        "bisect-check",
+        help="apply the series one patch at a time to the pristine base and run "
+        "the unit tests after each; report the first patch that breaks",
+    )
+    bisect_cmd.set_defaults(handler=cmd_bisect_check)
 
     test = commands.add_parser("test", help="set up, then run the tests with pytest")
     test.add_argument(

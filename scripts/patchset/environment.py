@@ -21,11 +21,13 @@ def python_of(venv_dir: Path) -> Path:
 
 
 def wanted_stamp(workspace: Workspace) -> dict:
-    requirements = workspace.settings().get("environment", {}).get("requirements", [])
+    settings = workspace.settings()
+    requirements = settings.get("environment", {}).get("requirements", [])
     if not requirements:
         raise PatchsetError(
             "[tool.patchset.environment] requirements is empty in pyproject.toml"
         )
+    requirements = requirements + settings.get("lint", {}).get("requirements", [])
     return {
         "python": sys.version.split()[0],
         "requirements": sorted(requirements),

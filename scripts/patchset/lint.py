@@ -1,0 +1,238 @@
+"""torchtitan's lint rules, patch by patch.
+
+Each commit of the fork after ``base`` is checked out in a scratch worktree
+and the files it adds or changes are checked with upstream's tools and
+settings (``[tool.patchset.lint]`` in pyproject.toml). A finding counts
+against a patch only if it is new: the same check on the commit before
+does not report it (ignoring line numbers), so problems the base already
+has are not blamed on the series.
+"""
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchset import git
+from patchset.errors import PatchsetError
+from patchset.fork import inspect_fork
+from patchset.series import BASE_TAG, series_names
+from patchset.workspace import Workspace
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    tool: str
+    path: str
+    line: int
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.tool, self.path, self.message
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: [{self.tool}] {self.message}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tools:
+    """The lint tools in the project's venv, with upstream's settings."""
+
+    bin_dir: Path
+    python: Path
+    flake8_args: tuple[str, ...]
+    license_header: str
+
+    def run(self, tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args], cwd=cwd, capture_output=True, text=True
+        )
+
+
+def tools_for(workspace: Workspace, *, python: Path) -> Tools:
+    settings = workspace.settings().get("lint", {})
+    flake8 = settings.get("flake8", {})
+    if not flake8:
+        raise PatchsetError("[tool.patchset.lint.flake8] is missing in pyproject.toml")
+    return Tools(
+        bin_dir=python.parent,
+        python=python,
+        flake8_args=(
+            f"--max-line-length={flake8['max-line-length']}",
+            f"--select={','.join(flake8['select'])}",
+            f"--ignore={','.join(flake8['ignore'])}",
+        ),
+        license_header=license_header(workspace.fork_dir),
+    )
+
+
+def license_header(fork: Path) -> str:
+    """The comment block that opens torchtitan's own files, read from the base."""
+    text = git.output(fork, "show", "base:torchtitan/__init__.py")
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    if len(lines) < 4:
+        raise PatchsetError("cannot read the license header from the base")
+    return "\n".join(lines) + "\n"
+
+
+def check_text(tree: Path, path: str, tools: Tools) -> list[Finding]:
+    """The license header, trailing whitespace and the final newline."""
+    text = (tree / path).read_text()
+    findings = []
+    if path.endswith(".py") and text and not text.startswith(tools.license_header):
+        findings.append(Finding(tool="license", path=path, line=1,
+                                message="does not start with the license header"))
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line != line.rstrip():
+            findings.append(Finding(tool="whitespace", path=path, line=number,
+                                    message="trailing whitespace"))
+    if text and not text.endswith("\n"):
+        findings.append(Finding(tool="whitespace", path=path, line=text.count("\n") + 1,
+                                message="no newline at end of file"))
+    return findings
+
+
+def parse_colon_lines(tool: str, output: str) -> list[Finding]:
+    """``path:line:[col:] message`` lines, as flake8 and codespell print them."""
+    findings = []
+    for raw in output.splitlines():
+        parts = raw.split(":", 3)
+        if len(parts) < 3 or not parts[1].strip().isdigit():
+            continue
+        rest = parts[3] if len(parts) == 4 and parts[2].strip().isdigit() else ":".join(parts[2:])
+        findings.append(Finding(tool=tool, path=parts[0], line=int(parts[1]),
+                                message=rest.strip()))
+    return findings
+
+
+def flake8(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
+    result = tools.run("flake8", "--isolated", *tools.flake8_args, *files, cwd=tree)
+    return parse_colon_lines("flake8", result.stdout)
+
+
+def ufmt(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
+    result = tools.run("ufmt", "check", *files, cwd=tree)
+    output = result.stdout + result.stderr
+    return [
+        Finding(tool="ufmt", path=str(Path(line.split("Would format ", 1)[1]).relative_to(tree)),
+                line=1, message="would be reformatted (black 22.12.0, usort 1.0.5)")
+        for line in output.splitlines()
+        if "Would format " in line
+    ]
+
+
+def codespell(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
+    result = tools.run("codespell", "--toml", "pyproject.toml", *files, cwd=tree)
+    return parse_colon_lines("codespell", result.stdout)
+
+
+def pydoclint(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
+    # 0.3.0's pyproject.toml has no [tool.pydoclint]; torchtitan writes
+    # Google-style docstrings.
+    result = tools.run("pydoclint", "--style=google", "--quiet", *files, cwd=tree)
+    findings, path = [], None
+    for raw in result.stdout.splitlines():
+        if raw and not raw.startswith(" "):
+            path = raw.strip()
+        elif path and raw.strip() and raw.strip().split(":", 1)[0].isdigit():
+            line, message = raw.strip().split(":", 1)
+            findings.append(Finding(tool="pydoclint", path=path, line=int(line),
+                                    message=message.strip()))
+    return findings
+
+
+def pyrefly(tree: Path, tools: Tools) -> list[Finding]:
+    """Pyrefly checks the whole project, as upstream's hook does."""
+    result = tools.run(
+        "pyrefly", "check", "--python-interpreter-path", str(tools.python),
+        "--output-format", "json", cwd=tree,
+    )
+    try:
+        errors = json.loads(result.stdout)["errors"]
+    except (ValueError, KeyError):
+        raise PatchsetError(f"pyrefly gave no report:\n{result.stderr[-2000:]}")
+    return [
+        Finding(tool="pyrefly", path=error["path"], line=error["line"],
+                message=f"{error['name']}: {error['concise_description']}")
+        for error in errors
+        if error.get("severity") == "error"
+    ]
+
+
+def findings_in(
+    tree: Path, files: list[str], tools: Tools, *, project: list[Finding]
+) -> list[Finding]:
+    """Findings in ``files``; ``project`` holds the whole-project ones."""
+    present = [path for path in files if (tree / path).is_file()]
+    python_files = [path for path in present if path.endswith(".py")]
+    findings = [f for path in present for f in check_text(tree, path, tools)]
+    findings += codespell(tree, present, tools) if present else []
+    if python_files:
+        for check in (flake8, ufmt, pydoclint):
+            findings += check(tree, python_files, tools)
+    return findings + [f for f in project if f.path in python_files]
+
+
+def new_findings(before: list[Finding], after: list[Finding]) -> list[Finding]:
+    remaining = Counter(finding.key for finding in before)
+    new = []
+    for finding in after:
+        if remaining[finding.key]:
+            remaining[finding.key] -= 1
+        else:
+            new.append(finding)
+    return new
+
+
+def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding]]:
+    """New findings of each patch, by patch file name, in series order."""
+    fork = workspace.fork_dir
+    state = inspect_fork(workspace)
+    if state.blocker or state.unexported or not state.up_to_date:
+        raise PatchsetError(
+            "torchtitan_fork/ does not match patches/: run 'scripts/series fork' "
+            "(or 'export' to keep the fork's commits) before 'lint'"
+        )
+    commits = git.output(fork, "rev-list", "--reverse", "base..HEAD").split()
+    names = series_names(workspace.series_file)
+    tools = tools_for(workspace, python=python)
+    report = {}
+    scratch = Path(tempfile.mkdtemp(prefix="patchset-lint-"))
+    tree = scratch / "torchtitan"
+    try:
+        git.run(fork, "worktree", "add", "--quiet", "--detach", str(tree), BASE_TAG)
+        project = pyrefly(tree, tools)
+        for name, commit in zip(names, commits, strict=True):
+            files = git.output(
+                fork, "diff-tree", "--no-commit-id", "--name-only", "-r",
+                "--diff-filter=AM", commit,
+            ).split()
+            git.run(tree, "checkout", "--quiet", "--detach", f"{commit}~1")
+            before = findings_in(tree, files, tools, project=project)
+            git.run(tree, "checkout", "--quiet", "--detach", commit)
+            project = pyrefly(tree, tools)
+            after = findings_in(tree, files, tools, project=project)
+            report[name] = new_findings(before, after)
+    finally:
+        git.run(fork, "worktree", "remove", "--force", str(tree), check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+def print_report(report: dict[str, list[Finding]]) -> int:
+    total = 0
+    for name, findings in report.items():
+        print(f"{'clean' if not findings else f'{len(findings)} new'}  {name}")
+        for finding in findings:
+            print(f"    {finding}")
+        total += len(findings)
+    print(f"\n{total} new finding(s) in {len(report)} patch(es).")
+    return 1 if total else 0
