@@ -91,6 +91,26 @@ def cmd_bisect_check(workspace: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pr_description(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import pr
+
+    python = set_up(workspace)
+    body = pr.description(workspace, python=python)
+    print(body, end="")
+    if args.cover_letter:
+        paths = pr.write_mail_series(workspace, out_dir=args.cover_letter, body=body)
+        print(f"\nwrote {len(paths)} files for git send-email to {args.cover_letter}/",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_rebase(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import rebase
+
+    print(rebase.rebase_onto(workspace, args.onto))
+    return 0
+
+
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
     command = [str(python), "-m", "pytest", str(workspace.tests_dir), *args.pytest_args]
@@ -166,6 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
         "the unit tests after each; report the first patch that breaks",
     )
     bisect_cmd.set_defaults(handler=cmd_bisect_check)
+
+    pr_cmd = commands.add_parser(
+        "pr-description",
+        help="print the pull request text: problem, changes, TP table, testing",
+    )
+    pr_cmd.add_argument(
+        "--cover-letter",
+        type=Path,
+        metavar="DIR",
+        help="also write the stack as a numbered mail series with a cover letter",
+    )
+    pr_cmd.set_defaults(handler=cmd_pr_description)
+
+    rebase_cmd = commands.add_parser(
+        "rebase",
+        help="replay the fork's commits onto another torchtitan tree (git rebase)",
+    )
+    rebase_cmd.add_argument(
+        "--onto", required=True, type=Path, metavar="DIR",
+        help="a torchtitan source tree: a newer release or an upstream checkout",
+    )
+    rebase_cmd.set_defaults(handler=cmd_rebase)
 
     test = commands.add_parser("test", help="set up, then run the tests with pytest")
     test.add_argument(

@@ -47,6 +47,13 @@ class Patch:
                 return " ".join(part.strip() for part in parts)
         return ""
 
+    def body_paragraphs(self) -> list[str]:
+        """The commit message after the subject, one string per paragraph."""
+        text = self.path.read_text(errors="replace")
+        message = text.split("\n\n", 1)[1].split("\n---\n", 1)[0]
+        paragraphs = [" ".join(p.split()) for p in message.split("\n\n")]
+        return [p for p in paragraphs if p and not p.startswith("Refs #")]
+
 
 def series_names(series_file: Path) -> list[str]:
     """Patch names in series order; blank lines and ``#`` comments ignored."""

@@ -1,0 +1,94 @@
+"""The pull request text, and a cover letter for a mailed series.
+
+Both are written from the series itself: the patches' subjects and
+messages, and the TP table regenerated from the registry.
+"""
+
+from pathlib import Path
+
+from patchset import git, table
+from patchset.series import BASE_TAG, read_series
+from patchset.workspace import Workspace
+
+TITLE = "Check the tensor-parallel degree against every head count TP shards"
+
+PROBLEM = """\
+Tensor parallelism shards head-sharded projections (`wq`/`wk`/`wv`,
+Qwen3.5's GatedDeltaNet projections and convolutions, vision attention) by
+output features, so `tensor_parallel_degree` must divide every head count it
+splits. Nothing checks this in `parallelize_fn`: the Qwen3.5 MoE models have
+two KV heads, and with TP=4 the first forward pass fails in a reshape
+(`Sharding propagation failed for aten.view.default(...)`) instead of at
+start-up with a message that says what to change (#2574). Two shipped
+recipes ask for such a degree."""
+
+TESTED = """\
+CPU only, on a `fake` process group:
+
+```sh
+pytest tests/unit_tests/test_tp_degree_validation.py \\
+       tests/unit_tests/test_tp_sharded_head_counts.py \\
+       tests/unit_tests/test_parallelize_tp_degree.py \\
+       tests/unit_tests/test_recipe_parallelism.py
+```
+
+Every commit of the stack passes the unit tests that exist at that commit,
+and each is clean under the pre-commit rules (flake8 with its plugins, ufmt
+with black 22.12.0 and usort 1.0.5, codespell, pydoclint, pyrefly 0.45.1,
+the license header)."""
+
+
+def _changes(workspace: Workspace) -> str:
+    lines = []
+    for patch in read_series(workspace):
+        body = patch.body_paragraphs()
+        subject = patch.subject.removeprefix("[PATCH] ")
+        lines.append(f"- **{subject}**" + (f": {body[0]}" if body else ""))
+    return "\n".join(lines)
+
+
+def description(workspace: Workspace, *, python: Path) -> str:
+    rows = table.collect(workspace, python=python, recipes_from_base=False)
+    fixed = table.invalid_recipes(
+        table.collect(workspace, python=python, recipes_from_base=True)
+    )
+    fixed_note = (
+        f"Recipes that asked for an invalid TP before this change: "
+        f"{', '.join(f'`{name}`' for name in fixed)}."
+        if fixed
+        else "No shipped recipe asked for an invalid TP before this change."
+    )
+    return "\n\n".join(
+        [
+            f"# {TITLE}",
+            "## Problem",
+            PROBLEM,
+            "## What changed",
+            _changes(workspace),
+            "## Affected models",
+            "Regenerated from the model registry: the head counts TP shards, "
+            "the valid degrees, and each shipped recipe's TP after this change. "
+            + fixed_note,
+            table.to_markdown(rows),
+            "## How it was tested",
+            TESTED,
+            "Fixes #2574",
+        ]
+    ) + "\n"
+
+
+def write_mail_series(workspace: Workspace, *, out_dir: Path, body: str) -> list[Path]:
+    """``git format-patch --cover-letter`` of the fork's stack into out_dir,
+    with the cover letter's subject and blurb filled in."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = git.output(
+        workspace.fork_dir, "format-patch", "--quiet", "--cover-letter", "--numbered",
+        "--no-signature", "-o", str(out_dir.resolve()), f"{BASE_TAG}..HEAD",
+    ).split()
+    paths = [Path(name) for name in names] or sorted(out_dir.glob("*.patch"))
+    cover = next(path for path in paths if path.name.startswith("0000-"))
+    text = cover.read_text()
+    text = text.replace("*** SUBJECT HERE ***", TITLE)
+    text = text.replace("*** BLURB HERE ***", body.split("\n", 2)[2].strip())
+    cover.write_text(text)
+    return paths

@@ -1,0 +1,82 @@
+"""`lint` and `bisect-check` catch a bad patch, and name it.
+
+Each test builds a scratch fork from the series' first patch, commits a
+deliberately bad change on top, and exports it as a second patch.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import git, ScratchWorkspace
+from patchset import bisect, lint
+
+PYTHON = Path(sys.executable)
+HELPER = "torchtitan/distributed/utils.py"
+
+
+@pytest.fixture
+def first_patch_only(scratch: ScratchWorkspace) -> ScratchWorkspace:
+    names = [n for n in scratch.series_file.read_text().split() if n.endswith(".patch")]
+    for name in names[1:]:
+        (scratch.patches_dir / name).unlink()
+    scratch.series_file.write_text(names[0] + "\n")
+    result = scratch.series("fork")
+    assert result.code == 0, result.err
+    return scratch
+
+
+def add_patch(workspace: ScratchWorkspace, subject: str, files: dict[str, str]) -> str:
+    """Commit ``files`` (path: new text) in the fork and export; return the
+    new patch's name."""
+    for path, text in files.items():
+        (workspace.fork_dir / path).write_text(text)
+    git(workspace.fork_dir, "add", "-A")
+    git(workspace.fork_dir, "commit", "-q", "-m", subject)
+    result = workspace.series("export")
+    assert result.code == 0, result.err
+    return workspace.series_file.read_text().split()[-1]
+
+
+def test_lint_blames_only_the_bad_patch_for_what_it_adds(first_patch_only):
+    fork = first_patch_only.fork_dir
+    helper = (fork / HELPER).read_text()
+    bad = add_patch(
+        first_patch_only,
+        "[distributed] a patch that breaks upstream's lint rules",
+        {
+            "torchtitan/distributed/no_header.py": "import os\nx = {  'a':1 }\n",
+            # An untouched pre-existing finding must not be blamed on it.
+            HELPER: helper + "\n\ndef _unused(value):\n    return value  \n",
+        },
+    )
+    report = lint.lint_series(first_patch_only, python=PYTHON)
+    first, second = report
+    assert report[first] == []
+    found = {(f.tool, f.path) for f in report[bad]}
+    assert ("license", "torchtitan/distributed/no_header.py") in found
+    assert ("ufmt", "torchtitan/distributed/no_header.py") in found
+    assert ("whitespace", HELPER) in found
+    assert any(
+        f.tool == "flake8" and f.message.startswith("F401") for f in report[bad]
+    ), report[bad]
+    assert {f.path for f in report[bad]} == {"torchtitan/distributed/no_header.py", HELPER}
+    assert lint.print_report(report) == 1
+
+
+def test_bisect_check_stops_at_the_patch_that_breaks_a_test(first_patch_only):
+    helper = (first_patch_only.fork_dir / HELPER).read_text()
+    assert "does not divide every head count" in helper
+    bad = add_patch(
+        first_patch_only,
+        "[distributed] reword the TP message without updating its tests",
+        {HELPER: helper.replace("does not divide every head count", "is wrong for")},
+    )
+    lines = []
+    steps = bisect.check_series(first_patch_only, python=PYTHON, report=lines.append)
+    assert [step.ok for step in steps] == [True, False]
+    assert bisect.first_broken(steps) == bad
+    assert "FAILED" in steps[1].summary and "failed" in steps[1].summary
+    # The scratch checkout is gone; the fork is untouched.
+    assert git(first_patch_only.fork_dir, "worktree", "list").count("\n") == 1
