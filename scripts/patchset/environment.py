@@ -27,7 +27,7 @@ def wanted_stamp(workspace: Workspace) -> dict:
         raise PatchsetError(
             "[tool.patchset.environment] requirements is empty in pyproject.toml"
         )
-    requirements = requirements + settings.get("lint", {}).get("requirements", [])
+
     return {
         "python": sys.version.split()[0],
         "requirements": sorted(requirements),
@@ -49,6 +49,26 @@ def pip(venv_dir: Path, *args: str) -> None:
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
         raise PatchsetError(f"pip {' '.join(args[:2])} ... failed:\n{tail}")
+
+
+def ensure_lint(workspace: Workspace) -> Path:
+    """Create or update the lint tools' own venv; return its bin folder.
+
+    The tools stay out of .venv, as pre-commit keeps each hook apart:
+    pydoclint needs ``docstring_parser_fork``, which ships the same module
+    name as the ``docstring_parser`` torchtitan's dependencies pull in.
+    """
+    venv_dir = workspace.cache_dir / "lint-venv"
+    requirements = workspace.settings().get("lint", {}).get("requirements", [])
+    if not requirements:
+        raise PatchsetError("[tool.patchset.lint] requirements is empty in pyproject.toml")
+    stamp = {"python": sys.version.split()[0], "requirements": sorted(requirements)}
+    if read_stamp(venv_dir) == stamp and python_of(venv_dir).exists():
+        return python_of(venv_dir).parent
+    venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
+    pip(venv_dir, "install", "--quiet", *stamp["requirements"])
+    (venv_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
+    return python_of(venv_dir).parent
 
 
 def ensure(workspace: Workspace) -> Path:

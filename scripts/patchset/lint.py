@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchset import git
+from patchset import environment, git
 from patchset.errors import PatchsetError
 from patchset.fork import inspect_fork
 from patchset.series import BASE_TAG, series_names
@@ -48,18 +48,23 @@ class Tools:
     license_header: str
 
     def run(self, tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        return subprocess.run(
+        """Run a tool; a crash is an error, never an empty report."""
+        result = subprocess.run(
             [str(self.bin_dir / tool), *args], cwd=cwd, capture_output=True, text=True
         )
+        # 0: clean; 1: findings (65 for codespell); anything else: a failure.
+        if "Traceback (most recent call last)" in result.stderr or result.returncode not in (0, 1, 65):
+            raise PatchsetError(f"{tool} failed:\n{result.stderr[-2000:]}")
+        return result
 
 
-def tools_for(workspace: Workspace, *, python: Path) -> Tools:
+def tools_for(workspace: Workspace, *, python: Path, bin_dir: Path) -> Tools:
     settings = workspace.settings().get("lint", {})
     flake8 = settings.get("flake8", {})
     if not flake8:
         raise PatchsetError("[tool.patchset.lint.flake8] is missing in pyproject.toml")
     return Tools(
-        bin_dir=python.parent,
+        bin_dir=bin_dir,
         python=python,
         flake8_args=(
             f"--max-line-length={flake8['max-line-length']}",
@@ -193,7 +198,10 @@ def new_findings(before: list[Finding], after: list[Finding]) -> list[Finding]:
 
 
 def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding]]:
-    """New findings of each patch, by patch file name, in series order."""
+    """New findings of each patch, by patch file name, in series order.
+
+    ``python`` is the project's venv, whose packages pyrefly resolves.
+    """
     fork = workspace.fork_dir
     state = inspect_fork(workspace)
     if state.blocker or state.unexported or not state.up_to_date:
@@ -203,7 +211,7 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
         )
     commits = git.output(fork, "rev-list", "--reverse", "base..HEAD").split()
     names = series_names(workspace.series_file)
-    tools = tools_for(workspace, python=python)
+    tools = tools_for(workspace, python=python, bin_dir=environment.ensure_lint(workspace))
     report = {}
     scratch = Path(tempfile.mkdtemp(prefix="patchset-lint-"))
     tree = scratch / "torchtitan"
