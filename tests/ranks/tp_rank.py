@@ -1,0 +1,214 @@
+"""One rank of a tensor-parallel run on CPU, launched by torchrun with gloo.
+
+Runs in the project's venv with a torchtitan tree (the fork or the pristine
+base) first on PYTHONPATH, and writes ``<out>/rank<N>.json``: the stage the
+rank reached, and the error it raised or the numbers it computed.
+
+  launch   the TP sharding configs are set with Qwen3.5's own sharding helper
+           (the path that reaches parallelize_fn with TP=4: the trainer's
+           update_from_config refuses it earlier), then parallelize_fn and a
+           forward pass
+  compare  update_from_config, parallelize_fn, then the weights of a TP=1
+           model built from the same seed, and one forward pass on a fixed
+           batch (and a backward pass where the CPU allows); the logits (and
+           gradients) are compared with that TP=1 model's
+
+Qwen3.5's GatedDeltaNet layers run FLA's Triton kernels, which have no CPU
+path: a forward pass on CPU needs ``--all-full-attention``, which makes every
+layer a copy of the full-attention layer (the same head counts).
+"""
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+import types
+from datetime import timedelta
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import distribute_tensor, DTensor
+
+SEQ_LEN = 32
+SPECIAL_TOKENS = {"image_id": 248_000, "video_id": 248_001}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("launch", "compare"), required=True)
+    parser.add_argument("--model", default="qwen3_5")
+    parser.add_argument("--flavor", default="debugmodel_moe")
+    parser.add_argument("--all-full-attention", action="store_true")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pg-timeout", type=int, default=120)
+    return parser.parse_args()
+
+
+def model_spec(model_name: str, flavor: str, *, all_full_attention: bool):
+    import importlib
+
+    spec = importlib.import_module(f"torchtitan.models.{model_name}").model_registry(flavor)
+    if not all_full_attention:
+        return spec
+    layers = getattr(spec.model, "layers", [])
+    full = next((layer for layer in layers if getattr(layer, "delta_net", None) is None), None)
+    for layer in layers:
+        if getattr(layer, "delta_net", None) is not None:
+            layer.attention = copy.deepcopy(full.attention)
+            layer.delta_net = None
+    return spec
+
+
+def forward(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
+    positions = torch.arange(tokens.shape[1]).unsqueeze(0)
+    kwargs = {"special_tokens": SPECIAL_TOKENS} if model_name == "qwen3_5" else {}
+    logits = model(
+        tokens,
+        attention_masks=model.get_attention_masks(positions),
+        positions=positions,
+        **kwargs,
+    )
+    return logits.full_tensor() if isinstance(logits, DTensor) else logits
+
+
+def parallelize(spec, parallelism, parallel_dims, training) -> torch.nn.Module:
+    from torchtitan.config import CompileConfig
+
+    with torch.device("meta"):
+        model = spec.model.build()
+    spec.parallelize_fn(
+        model,
+        parallel_dims=parallel_dims,
+        training=training,
+        parallelism=parallelism,
+        compile_config=CompileConfig(),
+        ac_config=None,
+        dump_folder="",
+    )
+    model.to_empty(device="cpu")
+    return model
+
+
+def load_full_weights(model: torch.nn.Module, reference: torch.nn.Module) -> None:
+    """Give every rank its shard of the TP=1 model's weights and buffers."""
+    full = dict(reference.named_parameters()) | dict(reference.named_buffers())
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            source = full[name]
+            if isinstance(tensor, DTensor):
+                shard = distribute_tensor(
+                    source, tensor.device_mesh, tensor.placements, src_data_rank=None
+                )
+                tensor.to_local().copy_(shard.to_local())
+            else:
+                tensor.copy_(source)
+
+
+def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+
+
+def run(args: argparse.Namespace, report: dict) -> None:
+    import torchtitan
+    from torchtitan.config import ParallelismConfig, TrainingConfig
+    from torchtitan.distributed import ParallelDims
+    from torchtitan.distributed.utils import set_spmd_backend
+
+    report["torchtitan"] = torchtitan.__file__
+    world_size = dist.get_world_size()
+    set_spmd_backend("partial_dtensor")
+    parallelism = ParallelismConfig(
+        tensor_parallel_degree=world_size, spmd_backend="partial_dtensor"
+    )
+    spec = model_spec(args.model, args.flavor, all_full_attention=args.all_full_attention)
+    report["stage"] = "config"
+    if args.mode == "launch":
+        from torchtitan.models.qwen3_5.sharding import set_qwen35_sharding_config
+
+        set_qwen35_sharding_config(spec.model, enable_ep=False)
+    else:
+        spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
+
+    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
+        parallel_dims = ParallelDims.from_config(parallelism, world_size)
+        parallel_dims.build_mesh()
+        report["stage"] = "parallelize"
+        # compare: float32 parameters in FSDP's mixed precision, as in the
+        # TP=1 model; launch: the trainer's default (bfloat16).
+        training = TrainingConfig(
+            mixed_precision_param="float32" if args.mode == "compare" else "bfloat16"
+        )
+        model = parallelize(spec, parallelism, parallel_dims, training)
+
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 1000, (2, SEQ_LEN))
+    if args.mode == "launch":
+        report["stage"] = "forward"
+        model.init_states(buffer_device=torch.device("cpu"))
+        with torch.no_grad():
+            forward(model, tokens, args.model)
+        return
+
+    torch.manual_seed(1234)
+    reference = model_spec(
+        args.model, args.flavor, all_full_attention=args.all_full_attention
+    ).model.build()
+    reference.init_states(buffer_device=torch.device("cpu"))
+    load_full_weights(model, reference)
+    report["stage"] = "forward"
+    with torch.no_grad():
+        expected = forward(reference, tokens, args.model)
+        logits = forward(model, tokens, args.model)
+    report["logits_shape"] = list(logits.shape)
+    report["max_abs_logit_diff"] = (logits - expected).abs().max().item()
+    report["max_abs_logit"] = expected.abs().max().item()
+
+    report["stage"] = "backward"
+    try:
+        forward(reference, tokens, args.model).float().pow(2).mean().backward()
+    except NotImplementedError as error:
+        report["backward"] = f"NotImplementedError: {str(error).splitlines()[0]}"
+        return
+    forward(model, tokens, args.model).float().pow(2).mean().backward()
+    expected_grads, grads = gradients(reference), gradients(model)
+    report["max_abs_grad_diff"] = max(
+        (grads[name] - expected_grads[name]).abs().max().item() for name in expected_grads
+    )
+    report["backward"] = "ok"
+
+
+def main() -> int:
+    args = parse_args()
+    rank = int(os.environ["RANK"])
+    report: dict = {"rank": rank, "mode": args.mode}
+    started = time.monotonic()
+    dist.init_process_group("gloo", timeout=timedelta(seconds=args.pg_timeout))
+    code = 0
+    try:
+        run(args, report)
+        report["outcome"] = "ok"
+    except Exception as error:  # noqa: BLE001 - the report is the point
+        report["outcome"] = "error"
+        report["error_type"] = type(error).__name__
+        report["error"] = str(error)
+        code = 1
+    report["seconds"] = round(time.monotonic() - started, 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"rank{rank}.json").write_text(json.dumps(report))
+    if code:
+        print(f"rank {rank}: {report['error_type']}: {report['error']}", file=sys.stderr)
+        os._exit(code)  # no teardown collective that could wait on a peer
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
