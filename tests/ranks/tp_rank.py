@@ -1,7 +1,7 @@
 """One rank of a tensor-parallel run on CPU, launched by torchrun with gloo.
 
 Runs in the project's venv with a torchtitan tree (the fork or the pristine
-base) first on PYTHONPATH, and writes ``<out>/rank<N>.json``: the stage the
+base) and the project's ``scripts/`` on PYTHONPATH, and writes ``<out>/rank<N>.json``: the stage the
 rank reached, and the error it raised or the numbers it computed.
 
   launch   the TP sharding configs are set with Qwen3.5's own sharding helper
@@ -19,7 +19,6 @@ layer a copy of the full-attention layer (the same head counts).
 """
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -32,6 +31,8 @@ from unittest import mock
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import distribute_tensor, DTensor
+
+from patchset.probes.qwen35_tp import only_full_attention, run_and_record
 
 SEQ_LEN = 32
 SPECIAL_TOKENS = {"image_id": 248_000, "video_id": 248_001}
@@ -52,14 +53,8 @@ def model_spec(model_name: str, flavor: str, *, all_full_attention: bool):
     import importlib
 
     spec = importlib.import_module(f"torchtitan.models.{model_name}").model_registry(flavor)
-    if not all_full_attention:
-        return spec
-    layers = getattr(spec.model, "layers", [])
-    full = next((layer for layer in layers if getattr(layer, "delta_net", None) is None), None)
-    for layer in layers:
-        if getattr(layer, "delta_net", None) is not None:
-            layer.attention = copy.deepcopy(full.attention)
-            layer.delta_net = None
+    if all_full_attention:
+        only_full_attention(spec.model)
     return spec
 
 
@@ -191,15 +186,7 @@ def main() -> int:
     report: dict = {"rank": rank, "mode": args.mode}
     started = time.monotonic()
     dist.init_process_group("gloo", timeout=timedelta(seconds=args.pg_timeout))
-    code = 0
-    try:
-        run(args, report)
-        report["outcome"] = "ok"
-    except Exception as error:  # noqa: BLE001 - the report is the point
-        report["outcome"] = "error"
-        report["error_type"] = type(error).__name__
-        report["error"] = str(error)
-        code = 1
+    code = 1 if run_and_record(run, args, report) else 0
     report["seconds"] = round(time.monotonic() - started, 2)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"rank{rank}.json").write_text(json.dumps(report))

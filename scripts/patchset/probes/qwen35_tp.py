@@ -63,6 +63,20 @@ def where(error: BaseException) -> str:
     return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
+def run_and_record(run, args: argparse.Namespace, report: dict) -> bool:
+    """``run(args, report)``; record its outcome in report. True if it raised."""
+    try:
+        run(args, report)
+    except Exception as error:  # noqa: BLE001 - the report is the point
+        report["outcome"] = "error"
+        report["error_type"] = type(error).__name__
+        report["error"] = str(error)
+        report["raised_at"] = where(error)
+        return True
+    report["outcome"] = "ok"
+    return False
+
+
 def run(args: argparse.Namespace, report: dict) -> None:
     import torchtitan
     from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
@@ -136,13 +150,7 @@ def main() -> int:
     report: dict = {"flavor": args.flavor, "tp": args.tp}
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.tp)
     try:
-        run(args, report)
-        report["outcome"] = "ok"
-    except Exception as error:  # noqa: BLE001 - the report is the point
-        report["outcome"] = "error"
-        report["error_type"] = type(error).__name__
-        report["error"] = str(error)
-        report["raised_at"] = where(error)
+        run_and_record(run, args, report)
     finally:
         dist.destroy_process_group()
     print(json.dumps(report))
