@@ -113,8 +113,53 @@ def cmd_rebase(workspace: Workspace, args: argparse.Namespace) -> int:
 
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
-    command = [str(python), "-m", "pytest", str(workspace.tests_dir), *args.pytest_args]
+    # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
+    command = [str(python), "-m", "pytest", *args.pytest_args]
     return subprocess.run(command, cwd=workspace.root).returncode
+
+
+def flag(name: str, help_text: str) -> tuple[tuple[str, ...], dict]:
+    return (name,), {"action": "store_true", "help": help_text}
+
+
+def directory(name: str, help_text: str, **kwargs) -> tuple[tuple[str, ...], dict]:
+    return (name,), {"type": Path, "metavar": "DIR", "help": help_text, **kwargs}
+
+
+# name, handler, help, arguments
+SUBCOMMANDS = (
+    ("setup", cmd_setup, "download the base, build the fork and .venv (idempotent)", ()),
+    ("fork", cmd_fork, "build or refresh torchtitan_fork/ from the base and patches/",
+     (flag("--backup", "move a fork with unsaved work aside instead of refusing"),)),
+    ("export", cmd_export, "write the fork's commits after 'base' to patches/ and series",
+     (flag("--force", "overwrite patches/ even if it changed since the fork was built"),)),
+    ("apply", cmd_apply,
+     "apply the series to another torchtitan git checkout (git am --3way)",
+     (directory("--to", "the checkout", required=True),)),
+    ("rebase", cmd_rebase,
+     "replay the fork's commits onto another torchtitan tree (git rebase)",
+     (directory("--onto", "a torchtitan source tree: a newer release or an upstream "
+                "checkout", required=True),)),
+    ("demo", cmd_demo, "set up, then show TP=4 on Qwen3.5 MoE before and after the fix",
+     ()),
+    ("table", cmd_table,
+     "print every model flavor's TP head counts, valid TP degrees and recipes "
+     "(exit status 1 if a recipe asks for an invalid TP)",
+     (flag("--json", "JSON instead of markdown"),
+      flag("--base", "read the recipes from the pristine base instead of the fork"))),
+    ("lint", cmd_lint,
+     "check each patch with torchtitan's pre-commit rules "
+     "(flake8, ufmt, codespell, pydoclint, pyrefly, license header)", ()),
+    ("bisect-check", cmd_bisect_check,
+     "apply the series one patch at a time to the pristine base and run the unit "
+     "tests after each; report the first patch that breaks", ()),
+    ("pr-description", cmd_pr_description,
+     "print the pull request text: problem, changes, TP table, testing",
+     (directory("--cover-letter", "also write the stack as a numbered mail series "
+                "with a cover letter"),)),
+    ("test", cmd_test,
+     "set up, then run the tests with pytest (other arguments go to pytest)", ()),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,102 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Develop, test and hand over the torchtitan TP head-count patch series.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    setup = commands.add_parser(
-        "setup", help="download the base, build the fork and .venv (idempotent)"
-    )
-    setup.set_defaults(handler=cmd_setup)
-
-    build = commands.add_parser(
-        "fork", help="build or refresh torchtitan_fork/ from the base and patches/"
-    )
-    build.add_argument(
-        "--backup",
-        action="store_true",
-        help="move a fork with unsaved work aside instead of refusing",
-    )
-    build.set_defaults(handler=cmd_fork)
-
-    export = commands.add_parser(
-        "export", help="write the fork's commits after 'base' to patches/ and series"
-    )
-    export.add_argument(
-        "--force",
-        action="store_true",
-        help="overwrite patches/ even if it changed since the fork was built",
-    )
-    export.set_defaults(handler=cmd_export)
-
-    apply_cmd = commands.add_parser(
-        "apply", help="apply the series to another torchtitan git checkout (git am --3way)"
-    )
-    apply_cmd.add_argument("--to", required=True, metavar="DIR", help="the checkout")
-    apply_cmd.set_defaults(handler=cmd_apply)
-
-    demo = commands.add_parser(
-        "demo", help="set up, then show TP=4 on Qwen3.5 MoE before and after the fix"
-    )
-    demo.set_defaults(handler=cmd_demo)
-
-    table_cmd = commands.add_parser(
-        "table",
-        help="print every model flavor's TP head counts, valid TP degrees and recipes "
-        "(exit status 1 if a recipe asks for an invalid TP)",
-    )
-    table_cmd.add_argument("--json", action="store_true", help="JSON instead of markdown")
-    table_cmd.add_argument(
-        "--base",
-        action="store_true",
-        help="read the recipes from the pristine base instead of the fork",
-    )
-    table_cmd.set_defaults(handler=cmd_table)
-
-    lint_cmd = commands.add_parser(
-        "lint",
-        help="check each patch with torchtitan's pre-commit rules "
-        "(flake8, ufmt, codespell, pydoclint, pyrefly, license header)",
-    )
-    lint_cmd.set_defaults(handler=cmd_lint)
-
-    bisect_cmd = commands.add_parser(
-        "bisect-check",
-        help="apply the series one patch at a time to the pristine base and run "
-        "the unit tests after each; report the first patch that breaks",
-    )
-    bisect_cmd.set_defaults(handler=cmd_bisect_check)
-
-    pr_cmd = commands.add_parser(
-        "pr-description",
-        help="print the pull request text: problem, changes, TP table, testing",
-    )
-    pr_cmd.add_argument(
-        "--cover-letter",
-        type=Path,
-        metavar="DIR",
-        help="also write the stack as a numbered mail series with a cover letter",
-    )
-    pr_cmd.set_defaults(handler=cmd_pr_description)
-
-    rebase_cmd = commands.add_parser(
-        "rebase",
-        help="replay the fork's commits onto another torchtitan tree (git rebase)",
-    )
-    rebase_cmd.add_argument(
-        "--onto", required=True, type=Path, metavar="DIR",
-        help="a torchtitan source tree: a newer release or an upstream checkout",
-    )
-    rebase_cmd.set_defaults(handler=cmd_rebase)
-
-    test = commands.add_parser("test", help="set up, then run the tests with pytest")
-    test.add_argument(
-        "pytest_args", nargs=argparse.REMAINDER, help="extra arguments for pytest"
-    )
-    test.set_defaults(handler=cmd_test)
+    for name, handler, help_text, arguments in SUBCOMMANDS:
+        command = commands.add_parser(name, help=help_text)
+        for names, kwargs in arguments:
+            command.add_argument(*names, **kwargs)
+        command.set_defaults(handler=handler)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.pytest_args = extra
     workspace = Workspace.from_script_location()
     try:
         return args.handler(workspace, args)
