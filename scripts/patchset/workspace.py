@@ -56,10 +56,6 @@ class Workspace:
     def venv_dir(self) -> Path:
         return self.root / ".venv"
 
-    @property
-    def tests_dir(self) -> Path:
-        return self.root / "tests"
-
     def settings(self) -> dict:
         """The ``[tool.patchset]`` table of pyproject.toml."""
         try:
