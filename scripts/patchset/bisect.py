@@ -8,9 +8,7 @@ the check stops there, as ``git bisect`` would.
 """
 
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +60,7 @@ def apply_patch(tree: Path, patch: Path) -> tuple[bool, str]:
 def check_series(workspace: Workspace, *, python: Path, report=print) -> list[Step]:
     """Apply and test each patch in turn; stop at the first broken step."""
     steps = []
-    scratch = Path(tempfile.mkdtemp(prefix="patchset-bisect-"))
-    tree = scratch / "torchtitan"
-    fork = workspace.fork_dir
-    try:
-        git.run(fork, "worktree", "add", "--quiet", "--detach", str(tree), BASE_TAG)
+    with git.scratch_worktree(workspace.fork_dir, BASE_TAG) as tree:
         for name in series_names(workspace.series_file):
             started = time.monotonic()
             ok, summary = apply_patch(tree, workspace.patches_dir / name)
@@ -79,9 +73,6 @@ def check_series(workspace: Workspace, *, python: Path, report=print) -> list[St
             report("\n".join(f"        {line}" for line in summary.splitlines()))
             if not ok:
                 break
-    finally:
-        git.run(fork, "worktree", "remove", "--force", str(tree), check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
     return steps
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from patchset import apply, environment, fork
 from patchset.errors import PatchsetError
-from patchset.series import read_series
 from patchset.workspace import Workspace
 
 

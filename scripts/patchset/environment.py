@@ -1,7 +1,8 @@
-"""The virtual environment the fork and the tests run in.
+"""The virtual environments: .venv, where the fork and the tests run, and
+the lint tools' own in .cache/lint-venv.
 
-Set-up is idempotent: a stamp in .venv records what was installed, and a run
-whose requirements and fork location are unchanged installs nothing.
+Set-up is idempotent: a stamp in each venv records what was installed, and a
+run whose requirements (and fork location) are unchanged installs nothing.
 """
 
 import json
@@ -20,17 +21,20 @@ def python_of(venv_dir: Path) -> Path:
     return venv_dir / "bin" / "python"
 
 
-def wanted_stamp(workspace: Workspace) -> dict:
-    settings = workspace.settings()
-    requirements = settings.get("environment", {}).get("requirements", [])
+def requirements_of(workspace: Workspace, table: str) -> list[str]:
+    """The sorted ``requirements`` of ``[tool.patchset.<table>]``."""
+    requirements = workspace.settings().get(table, {}).get("requirements", [])
     if not requirements:
         raise PatchsetError(
-            "[tool.patchset.environment] requirements is empty in pyproject.toml"
+            f"[tool.patchset.{table}] requirements is empty in pyproject.toml"
         )
+    return sorted(requirements)
 
+
+def wanted_stamp(workspace: Workspace) -> dict:
     return {
         "python": sys.version.split()[0],
-        "requirements": sorted(requirements),
+        "requirements": requirements_of(workspace, "environment"),
         "editable": str(workspace.fork_dir),
         "base": workspace.base_pin().sha256,
     }
@@ -51,6 +55,24 @@ def pip(venv_dir: Path, *args: str) -> None:
         raise PatchsetError(f"pip {' '.join(args[:2])} ... failed:\n{tail}")
 
 
+def ensure_venv(venv_dir: Path, stamp: dict, *installs: tuple[str, ...]) -> Path:
+    """Make ``venv_dir`` hold what ``stamp`` describes; return its python.
+
+    Each of ``installs`` is one ``pip install`` argument list. Nothing runs
+    when the stamp already matches; a failed install leaves no stamp.
+    """
+    python = python_of(venv_dir)
+    if read_stamp(venv_dir) == stamp and python.exists():
+        return python
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
+    (venv_dir / STAMP_FILE).unlink(missing_ok=True)
+    for arguments in installs:
+        pip(venv_dir, "install", "--quiet", *arguments)
+    (venv_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
+    return python
+
+
 def ensure_lint(workspace: Workspace) -> Path:
     """Create or update the lint tools' own venv; return its bin folder.
 
@@ -58,31 +80,17 @@ def ensure_lint(workspace: Workspace) -> Path:
     pydoclint needs ``docstring_parser_fork``, which ships the same module
     name as the ``docstring_parser`` torchtitan's dependencies pull in.
     """
-    venv_dir = workspace.cache_dir / "lint-venv"
-    requirements = workspace.settings().get("lint", {}).get("requirements", [])
-    if not requirements:
-        raise PatchsetError("[tool.patchset.lint] requirements is empty in pyproject.toml")
-    stamp = {"python": sys.version.split()[0], "requirements": sorted(requirements)}
-    if read_stamp(venv_dir) == stamp and python_of(venv_dir).exists():
-        return python_of(venv_dir).parent
-    venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
-    pip(venv_dir, "install", "--quiet", *stamp["requirements"])
-    (venv_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
-    return python_of(venv_dir).parent
+    requirements = requirements_of(workspace, "lint")
+    stamp = {"python": sys.version.split()[0], "requirements": requirements}
+    return ensure_venv(workspace.cache_dir / "lint-venv", stamp, requirements).parent
 
 
 def ensure(workspace: Workspace) -> Path:
     """Create or update .venv; return its python. Needs the fork to exist."""
-    venv_dir = workspace.venv_dir
     stamp = wanted_stamp(workspace)
-    if read_stamp(venv_dir) == stamp and python_of(venv_dir).exists():
-        return python_of(venv_dir)
-    if not python_of(venv_dir).exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
-    (venv_dir / STAMP_FILE).unlink(missing_ok=True)
-    pip(venv_dir, "install", "--quiet", *stamp["requirements"])
-    pip(venv_dir, "install", "--quiet", "--editable", str(workspace.fork_dir))
-    (venv_dir / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
-    return python_of(venv_dir)
-
-
+    return ensure_venv(
+        workspace.venv_dir,
+        stamp,
+        stamp["requirements"],
+        ["--editable", str(workspace.fork_dir)],
+    )

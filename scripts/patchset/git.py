@@ -1,7 +1,11 @@
 """A thin wrapper around the git command line."""
 
 import os
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from patchset.errors import PatchsetError
@@ -75,3 +79,17 @@ def operation_in_progress(repo: Path) -> str | None:
         if (git_dir / marker).exists():
             return name
     return None
+
+
+@contextmanager
+def scratch_worktree(repo: Path, rev: str) -> Iterator[Path]:
+    """A detached worktree of ``repo`` at ``rev`` in a temporary folder,
+    removed (with its registration in ``repo``) afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="patchset-"))
+    tree = scratch / "torchtitan"
+    try:
+        run(repo, "worktree", "add", "--quiet", "--detach", str(tree), rev)
+        yield tree
+    finally:
+        run(repo, "worktree", "remove", "--force", str(tree), check=False)
+        shutil.rmtree(scratch, ignore_errors=True)

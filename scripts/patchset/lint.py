@@ -9,9 +9,7 @@ has are not blamed on the series.
 """
 
 import json
-import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,8 @@ class Finding:
 
 @dataclass(frozen=True, kw_only=True)
 class Tools:
-    """The lint tools in the project's venv, with upstream's settings."""
+    """The lint tools in their own venv, with upstream's settings; ``python``
+    is the project's venv, whose packages pyrefly resolves."""
 
     bin_dir: Path
     python: Path
@@ -53,7 +52,8 @@ class Tools:
             [str(self.bin_dir / tool), *args], cwd=cwd, capture_output=True, text=True
         )
         # 0: clean; 1: findings (65 for codespell); anything else: a failure.
-        if "Traceback (most recent call last)" in result.stderr or result.returncode not in (0, 1, 65):
+        crashed = "Traceback (most recent call last)" in result.stderr
+        if crashed or result.returncode not in (0, 1, 65):
             raise PatchsetError(f"{tool} failed:\n{result.stderr[-2000:]}")
         return result
 
@@ -77,7 +77,7 @@ def tools_for(workspace: Workspace, *, python: Path, bin_dir: Path) -> Tools:
 
 def license_header(fork: Path) -> str:
     """The comment block that opens torchtitan's own files, read from the base."""
-    text = git.output(fork, "show", "base:torchtitan/__init__.py")
+    text = git.output(fork, "show", f"{BASE_TAG}:torchtitan/__init__.py")
     lines = []
     for line in text.splitlines():
         if not line.startswith("#"):
@@ -112,7 +112,8 @@ def parse_colon_lines(tool: str, output: str) -> list[Finding]:
         parts = raw.split(":", 3)
         if len(parts) < 3 or not parts[1].strip().isdigit():
             continue
-        rest = parts[3] if len(parts) == 4 and parts[2].strip().isdigit() else ":".join(parts[2:])
+        has_column = len(parts) == 4 and parts[2].strip().isdigit()
+        rest = parts[3] if has_column else ":".join(parts[2:])
         findings.append(Finding(tool=tool, path=parts[0], line=int(parts[1]),
                                 message=rest.strip()))
     return findings
@@ -126,11 +127,15 @@ def flake8(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
 def ufmt(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
     result = tools.run("ufmt", "check", *files, cwd=tree)
     output = result.stdout + result.stderr
-    return [
-        Finding(tool="ufmt", path=str(Path(line.split("Would format ", 1)[1]).relative_to(tree)),
-                line=1, message="would be reformatted (black 22.12.0, usort 1.0.5)")
+    paths = [
+        Path(line.split("Would format ", 1)[1]).relative_to(tree)
         for line in output.splitlines()
         if "Would format " in line
+    ]
+    return [
+        Finding(tool="ufmt", path=str(path), line=1,
+                message="would be reformatted (black 22.12.0, usort 1.0.5)")
+        for path in paths
     ]
 
 
@@ -209,14 +214,12 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
             "torchtitan_fork/ does not match patches/: run 'scripts/series fork' "
             "(or 'export' to keep the fork's commits) before 'lint'"
         )
-    commits = git.output(fork, "rev-list", "--reverse", "base..HEAD").split()
+    commits = git.output(fork, "rev-list", "--reverse", f"{BASE_TAG}..HEAD").split()
     names = series_names(workspace.series_file)
-    tools = tools_for(workspace, python=python, bin_dir=environment.ensure_lint(workspace))
+    bin_dir = environment.ensure_lint(workspace)
+    tools = tools_for(workspace, python=python, bin_dir=bin_dir)
     report = {}
-    scratch = Path(tempfile.mkdtemp(prefix="patchset-lint-"))
-    tree = scratch / "torchtitan"
-    try:
-        git.run(fork, "worktree", "add", "--quiet", "--detach", str(tree), BASE_TAG)
+    with git.scratch_worktree(fork, BASE_TAG) as tree:
         project = pyrefly(tree, tools)
         for name, commit in zip(names, commits, strict=True):
             files = git.output(
@@ -229,9 +232,6 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
             project = pyrefly(tree, tools)
             after = findings_in(tree, files, tools, project=project)
             report[name] = new_findings(before, after)
-    finally:
-        git.run(fork, "worktree", "remove", "--force", str(tree), check=False)
-        shutil.rmtree(scratch, ignore_errors=True)
     return report
 
 

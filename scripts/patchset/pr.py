@@ -81,11 +81,13 @@ def write_mail_series(workspace: Workspace, *, out_dir: Path, body: str) -> list
     """``git format-patch --cover-letter`` of the fork's stack into out_dir,
     with the cover letter's subject and blurb filled in."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = git.output(
-        workspace.fork_dir, "format-patch", "--quiet", "--cover-letter", "--numbered",
-        "--no-signature", "-o", str(out_dir.resolve()), f"{BASE_TAG}..HEAD",
-    ).split()
-    paths = [Path(name) for name in names] or sorted(out_dir.glob("*.patch"))
+    paths = [
+        Path(name)
+        for name in git.output(
+            workspace.fork_dir, "format-patch", "--cover-letter", "--numbered",
+            "--no-signature", "-o", str(out_dir.resolve()), f"{BASE_TAG}..HEAD",
+        ).splitlines()
+    ]
     cover = next(path for path in paths if path.name.startswith("0000-"))
     text = cover.read_text()
     text = text.replace("*** SUBJECT HERE ***", TITLE)

@@ -32,10 +32,13 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import distribute_tensor, DTensor
 
-from patchset.probes.qwen35_tp import only_full_attention, run_and_record
-
-SEQ_LEN = 32
-SPECIAL_TOKENS = {"image_id": 248_000, "video_id": 248_001}
+from patchset.probes.qwen35_tp import (
+    forward,
+    only_full_attention,
+    run_and_record,
+    SEQ_LEN,
+    SPECIAL_TOKENS,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,15 +61,10 @@ def model_spec(model_name: str, flavor: str, *, all_full_attention: bool):
     return spec
 
 
-def forward(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
-    positions = torch.arange(tokens.shape[1]).unsqueeze(0)
+def logits_of(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
+    """The full logits, whether the output layer is sharded or not."""
     kwargs = {"special_tokens": SPECIAL_TOKENS} if model_name == "qwen3_5" else {}
-    logits = model(
-        tokens,
-        attention_masks=model.get_attention_masks(positions),
-        positions=positions,
-        **kwargs,
-    )
+    logits = forward(model, tokens, **kwargs)
     return logits.full_tensor() if isinstance(logits, DTensor) else logits
 
 
@@ -149,7 +147,7 @@ def run(args: argparse.Namespace, report: dict) -> None:
         report["stage"] = "forward"
         model.init_states(buffer_device=torch.device("cpu"))
         with torch.no_grad():
-            forward(model, tokens, args.model)
+            logits_of(model, tokens, args.model)
         return
 
     torch.manual_seed(1234)
@@ -160,19 +158,19 @@ def run(args: argparse.Namespace, report: dict) -> None:
     load_full_weights(model, reference)
     report["stage"] = "forward"
     with torch.no_grad():
-        expected = forward(reference, tokens, args.model)
-        logits = forward(model, tokens, args.model)
+        expected = logits_of(reference, tokens, args.model)
+        logits = logits_of(model, tokens, args.model)
     report["logits_shape"] = list(logits.shape)
     report["max_abs_logit_diff"] = (logits - expected).abs().max().item()
     report["max_abs_logit"] = expected.abs().max().item()
 
     report["stage"] = "backward"
     try:
-        forward(reference, tokens, args.model).float().pow(2).mean().backward()
+        logits_of(reference, tokens, args.model).float().pow(2).mean().backward()
     except NotImplementedError as error:
         report["backward"] = f"NotImplementedError: {str(error).splitlines()[0]}"
         return
-    forward(model, tokens, args.model).float().pow(2).mean().backward()
+    logits_of(model, tokens, args.model).float().pow(2).mean().backward()
     expected_grads, grads = gradients(reference), gradients(model)
     report["max_abs_grad_diff"] = max(
         (grads[name] - expected_grads[name]).abs().max().item() for name in expected_grads

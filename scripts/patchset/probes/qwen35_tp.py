@@ -63,6 +63,17 @@ def where(error: BaseException) -> str:
     return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
+def forward(model, tokens: torch.Tensor, **model_kwargs) -> torch.Tensor:
+    """One forward pass over ``tokens`` (batch, sequence) from position 0."""
+    positions = torch.arange(tokens.shape[1]).unsqueeze(0)
+    return model(
+        tokens,
+        attention_masks=model.get_attention_masks(positions),
+        positions=positions,
+        **model_kwargs,
+    )
+
+
 def run_and_record(run, args: argparse.Namespace, report: dict) -> bool:
     """``run(args, report)``; record its outcome in report. True if it raised."""
     try:
@@ -135,13 +146,7 @@ def run(args: argparse.Namespace, report: dict) -> None:
         with torch.no_grad():
             model.init_states(buffer_device=torch.device("cpu"))
             tokens = torch.randint(0, 1000, (1, SEQ_LEN))
-            positions = torch.arange(SEQ_LEN).unsqueeze(0)
-            logits = model(
-                tokens,
-                attention_masks=model.get_attention_masks(positions),
-                positions=positions,
-                special_tokens=SPECIAL_TOKENS,
-            )
+            logits = forward(model, tokens, special_tokens=SPECIAL_TOKENS)
         report["logits_shape"] = list(logits.shape)
 
 

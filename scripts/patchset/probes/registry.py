@@ -7,7 +7,7 @@ tree is first on PYTHONPATH.
            head counts tensor parallelism shards and the TP degrees that the
            fork's rule (``validate_tp_head_counts``) accepts
   recipes  every trainer recipe in the packages' ``config_registry`` modules,
-           with the flavor it trains and its parallel degrees; needs no part
+           with the flavor it trains and its TP degree; needs no part
            of the series, so it also reads the pristine base
 """
 
@@ -136,15 +136,12 @@ def recipes() -> list[dict]:
                 continue
             with on_target_gpu():
                 config = function()
-            parallelism = config.parallelism
             rows.append(
                 {
                     "recipe": recipe,
                     "model": name,
                     "flavor": config.model_spec.flavor,
-                    "tp": parallelism.tensor_parallel_degree,
-                    "ep": parallelism.expert_parallel_degree,
-                    "dp_shard": parallelism.data_parallel_shard_degree,
+                    "tp": config.parallelism.tensor_parallel_degree,
                 }
             )
     return rows
