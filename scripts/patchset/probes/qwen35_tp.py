@@ -19,6 +19,7 @@ on CPU needs it.
 
 import argparse
 import copy
+import inspect
 import json
 import sys
 import time
@@ -63,9 +64,21 @@ def where(error: BaseException) -> str:
     return f"{Path(frame.filename).name}:{frame.lineno}"
 
 
+def is_token_major(model) -> bool:
+    """Whether layers take ``x_TD`` (tokens, dim), as on upstream main, rather
+    than (batch, sequence, dim), as in 0.3.0."""
+    layer = next(iter(model.layers.values()))
+    return "x_TD" in inspect.signature(type(layer).forward).parameters
+
+
 def forward(model, tokens: torch.Tensor, **model_kwargs) -> torch.Tensor:
-    """One forward pass over ``tokens`` (batch, sequence) from position 0."""
-    positions = torch.arange(tokens.shape[1]).unsqueeze(0)
+    """One forward pass over ``tokens`` (batch, sequence) from position 0; a
+    token-major model gets the batch's one sequence as a flat token list."""
+    if is_token_major(model):
+        tokens = tokens.flatten()
+    positions = torch.arange(tokens.shape[-1])
+    if tokens.dim() == 2:
+        positions = positions.unsqueeze(0)
     return model(
         tokens,
         attention_masks=model.get_attention_masks(positions),
@@ -88,13 +101,23 @@ def run_and_record(run, args: argparse.Namespace, report: dict) -> bool:
     return False
 
 
+def set_sharding_config(model_config) -> None:
+    """The model's own sharding helper, without sequence or expert parallelism
+    (upstream main added the ``enable_sp`` argument)."""
+    from torchtitan.models.qwen3_5.sharding import set_qwen35_sharding_config
+
+    options = {"enable_ep": False}
+    if "enable_sp" in inspect.signature(set_qwen35_sharding_config).parameters:
+        options["enable_sp"] = False
+    set_qwen35_sharding_config(model_config, **options)
+
+
 def run(args: argparse.Namespace, report: dict) -> None:
     import torchtitan
     from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
     from torchtitan.distributed import ParallelDims
     from torchtitan.distributed.utils import set_spmd_backend
     from torchtitan.models import qwen3_5
-    from torchtitan.models.qwen3_5.sharding import set_qwen35_sharding_config
 
     report["torchtitan"] = torchtitan.__file__
     backend = "partial_dtensor"
@@ -108,7 +131,7 @@ def run(args: argparse.Namespace, report: dict) -> None:
 
     report["stage"] = "config"
     if args.skip_config_check:
-        set_qwen35_sharding_config(spec.model, enable_ep=False)
+        set_sharding_config(spec.model)
     else:
         spec.model.update_from_config(
             config=types.SimpleNamespace(parallelism=parallelism)
