@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import pytest
 from patchset.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
+V03 = "v0.3"
+# Commands that set up or choose every target, and take no --target.
+EVERY_TARGET_COMMANDS = ("setup", "test")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.com",
@@ -30,9 +34,15 @@ class CommandResult:
 
 @dataclass(frozen=True, kw_only=True)
 class ScratchWorkspace(Workspace):
-    """A copy of the tooling, pyproject.toml, patches/ and the cached base."""
+    """A copy of the tooling, pyproject.toml, patches/ and the cached sdist,
+    whose targets.toml names the real snapshot folder."""
 
     def series(self, *args: str) -> CommandResult:
+        """Run a command; one that takes ``--target`` is given this
+        workspace's target unless the arguments name one."""
+        if self.target_name and args and args[0] not in EVERY_TARGET_COMMANDS \
+                and "--target" not in args:
+            args = (args[0], "--target", self.target_name, *args[1:])
         result = subprocess.run(
             [sys.executable, str(self.root / "scripts" / "series"), *args],
             capture_output=True,
@@ -55,25 +65,45 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="session")
 def workspace() -> Workspace:
+    """The real workspace, at its default target."""
     return Workspace(root=ROOT)
 
 
-@pytest.fixture
-def scratch(tmp_path: Path, workspace: Workspace) -> ScratchWorkspace:
-    root = tmp_path / "ws"
+@pytest.fixture(scope="session")
+def v03_workspace() -> Workspace:
+    """The real workspace at the v0.3 target (what tests/fix and tests/ranks test)."""
+    return Workspace(root=ROOT, target_name=V03)
+
+
+def make_scratch(root: Path, *, target_name: str | None) -> ScratchWorkspace:
+    """Copy the tooling, pyproject.toml, patches/ and the cached sdist to
+    ``root``; point its targets.toml at the real snapshot folder."""
+    real = Workspace(root=ROOT)
     root.mkdir()
     shutil.copytree(ROOT / "scripts", root / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "patches", root / "patches")
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
-    sdist_name = workspace.base_pin().sdist_name
+    snapshot_dir = real.targets().targets["main"].pin.snapshot_dir.resolve()
+    targets_file = root / "patches" / "targets.toml"
+    targets_file.write_text(
+        re.sub(r'(?m)^snapshot_dir = .*$', f'snapshot_dir = "{snapshot_dir}"',
+               targets_file.read_text())
+    )
+    sdist_name = real.at(V03).target.pin.sdist_name
     (root / ".cache" / "base").mkdir(parents=True)
     shutil.copy(ROOT / ".cache" / "base" / sdist_name, root / ".cache" / "base" / sdist_name)
-    return ScratchWorkspace(root=root)
+    return ScratchWorkspace(root=root, target_name=target_name)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> ScratchWorkspace:
+    """A scratch workspace at the v0.3 target, whose series has patches."""
+    return make_scratch(tmp_path / "ws", target_name=V03)
 
 
 @pytest.fixture
 def built(scratch: ScratchWorkspace) -> ScratchWorkspace:
-    """A scratch workspace whose fork has been built."""
+    """A scratch workspace whose v0.3 fork has been built."""
     result = scratch.series("fork")
     assert result.code == 0, result.err
     return scratch

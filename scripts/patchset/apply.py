@@ -1,9 +1,10 @@
-"""Applying the series to someone else's torchtitan checkout.
+"""Applying a target's series to someone else's torchtitan checkout.
 
-A user's fork or upstream ``main`` differs from the base the series was made
-on, so patches go in with ``git am --3way``. A conflict must leave the
-checkout exactly as it was; a checkout that has the series already is told
-so, not patched twice.
+A user's fork differs from the base the series was made on, so patches go
+in with ``git am --3way``. A conflict must leave the checkout exactly as it
+was; a checkout that has the series already is told so, not patched twice.
+Without ``--target`` each target's series is tried in turn and the first
+that applies is kept; an empty series is no fix and is never chosen.
 """
 
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ HISTORY_DEPTH = 2000
 class ApplyResult:
     applied: list[str]
     already_present: list[str]
+
+
+class Conflict(PatchsetError):
+    """A series that does not apply; the checkout has been restored."""
 
 
 def patch_id(repo: Path, diff_text: str) -> str | None:
@@ -96,9 +101,9 @@ def restore(target: Path, *, head: str) -> None:
 
 
 def apply_series(workspace: Workspace, target: Path) -> ApplyResult:
+    """Apply the workspace target's series to the checkout ``target``
+    (resolved and checked by the caller)."""
     patches = read_series(workspace)
-    target = target.resolve()
-    check_target(target)
     present = present_in(target, patches)
     if len(present) == len(patches):
         return ApplyResult(applied=[], already_present=present)
@@ -117,12 +122,46 @@ def apply_series(workspace: Workspace, target: Path) -> ApplyResult:
         if result.returncode != 0:
             files = conflicted_files(target, patch)
             restore(target, head=head)
-            raise PatchsetError(
-                f"patches/{patch.name} conflicts with {target}"
+            raise Conflict(
+                f"{workspace.patches_label}/{patch.name} conflicts"
                 + (f" in: {', '.join(files)}" if files else "")
-                + ".\nThe checkout is back at "
-                + head[:12]
-                + " with nothing changed. Rebase the series onto this tree in "
-                "torchtitan_fork/ (see CONTRIBUTING.md), then apply again."
             )
     return ApplyResult(applied=[patch.name for patch in patches], already_present=[])
+
+
+def apply_first_fitting(candidates: list[Workspace], target: Path) -> str:
+    """Apply the first candidate target's series that fits; say what happened.
+
+    On no fit the checkout is as it was, and the error names, per target,
+    the first patch that conflicts and its files.
+    """
+    target = target.resolve()
+    check_target(target)
+    head = git.head(target)
+    failures = []
+    for workspace in candidates:
+        name = workspace.target.name
+        if not read_series(workspace):
+            failures.append(f"{name}: the series is empty (no fix for this target yet)")
+            continue
+        try:
+            result = apply_series(workspace, target)
+        except Conflict as conflict:
+            failures.append(f"{name}: {conflict}")
+            continue
+        if result.already_present:
+            return (
+                f"{target} already has the {name} series "
+                f"({len(result.already_present)} patches); nothing applied"
+            )
+        return (
+            f"applied the {name} series ({len(result.applied)} patches) to {target} "
+            "with git am --3way"
+        )
+    raise PatchsetError(
+        f"no target's series applies to {target}; the checkout is back at "
+        f"{head[:12]} with nothing changed.\n  "
+        + "\n  ".join(failures)
+        + "\nRebase a series onto this tree in its fork (see CONTRIBUTING.md), "
+        "then apply again."
+    )

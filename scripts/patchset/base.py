@@ -1,99 +1,168 @@
-"""Fetching, verifying and unpacking the pinned upstream sdist."""
+"""The fork's first commit, tagged ``base``: the pinned upstream tree.
 
-import hashlib
+- sdist: the release unpacked and committed with a fixed identity and date;
+- git, from a user's clone or upstream: the pinned commit itself, with its
+  history, so the fork's branch can go upstream as it is;
+- git, offline: the snapshot's files committed with a fixed identity and
+  the upstream commit's date; its tree is the pinned commit's tree.
+"""
+
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from patchset import git, sdist
+from patchset.checksum import verify_sha256
 from patchset.errors import PatchsetError
-from patchset.workspace import BasePin, Workspace
+from patchset.series import BASE_TAG
+from patchset.targets import GitPin, SdistPin
+from patchset.workspace import Workspace
 
 # Files in the sdist that are build output, not source: the fork leaves them
 # out of its base commit and git ignores them there.
 BUILD_OUTPUT_PATTERNS = ("*.egg-info/", "__pycache__/", "build/", "*.pyc")
+BASE_IDENTITY = {"name": "torchtitan release", "email": "release@torchtitan.invalid"}
+SNAPSHOT_PREFIX = "torchtitan"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def fixed_commit_env(timestamp: int) -> dict[str, str]:
+    """A fixed identity and date, so every machine makes the same base commit."""
+    date = f"{timestamp} +0000"
+    return {
+        "GIT_AUTHOR_NAME": BASE_IDENTITY["name"],
+        "GIT_AUTHOR_EMAIL": BASE_IDENTITY["email"],
+        "GIT_COMMITTER_NAME": BASE_IDENTITY["name"],
+        "GIT_COMMITTER_EMAIL": BASE_IDENTITY["email"],
+        "GIT_AUTHOR_DATE": date,
+        "GIT_COMMITTER_DATE": date,
+    }
 
 
-def verify(sdist: Path, pin: BasePin) -> None:
-    actual = sha256_of(sdist)
-    if actual != pin.sha256:
-        raise PatchsetError(
-            f"{sdist.name} has sha256 {actual}, but pyproject.toml pins "
-            f"{pin.sha256}. Refusing to build on an unverified base: delete "
-            f"{sdist} to download it again, or correct the pin if the release "
-            "was re-published on purpose."
-        )
+def commit_files(
+    tree: Path, *, message: str, timestamp: int, add_args: tuple[str, ...],
+    ignore: tuple[str, ...] = (),
+) -> None:
+    """Make ``tree`` a repository whose one commit holds its files (less
+    the ``ignore`` patterns)."""
+    git.run(tree, "init", "--quiet", "--initial-branch=main")
+    exclude = tree / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("".join(f"{pattern}\n" for pattern in ignore))
+    git.run(tree, "add", *add_args)
+    git.run(tree, "-c", "commit.gpgsign=false", "commit", "--quiet", "-m", message,
+            env=fixed_commit_env(timestamp))
 
 
-def download(pin: BasePin, dest_dir: Path) -> Path:
-    """Download the sdist (never a wheel) with pip from the configured index."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", "--no-deps",
-                "--no-binary", ":all:", "--quiet",
-                "--dest", tmp, f"{pin.package}=={pin.version}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        fetched = Path(tmp) / pin.sdist_name
-        if result.returncode != 0 or not fetched.exists():
-            raise PatchsetError(
-                f"could not download the sdist of {pin.package}=={pin.version}:\n"
-                + (result.stderr.strip() or result.stdout.strip())
-            )
-        verify(fetched, pin)
-        target = dest_dir / pin.sdist_name
-        fetched.replace(target)
-    return target
+def sdist_base(tree: Path, pin: SdistPin, *, cache_dir: Path) -> str:
+    archive = sdist.ensure_sdist(pin, cache_dir=cache_dir)
+    sdist.unpack(archive, pin, tree)
+    for path in tree.glob("*.egg-info"):
+        shutil.rmtree(path)
+    commit_files(
+        tree,
+        message=f"{pin.package} {pin.version} (sdist from the package index)\n\n"
+        f"sha256 of {pin.sdist_name}: {pin.sha256}\n",
+        timestamp=sdist.release_date(archive, pin),
+        add_args=("--all",),
+        ignore=BUILD_OUTPUT_PATTERNS,
+    )
+    return pin.sdist_name
 
 
-def ensure_sdist(workspace: Workspace) -> Path:
-    """The verified sdist, downloaded into the cache on first use."""
-    pin = workspace.base_pin()
-    cached = workspace.cache_dir / "base" / pin.sdist_name
-    if not cached.exists():
-        return download(pin, cached.parent)
-    verify(cached, pin)
-    return cached
-
-
-def unpack(sdist: Path, pin: BasePin, dest: Path) -> Path:
-    """Unpack the sdist's source tree to ``dest`` (which must not exist)."""
-    if dest.exists():
-        raise PatchsetError(f"{dest} already exists")
+def unpack_snapshot(snapshot: Path, dest: Path) -> int:
+    """Unpack the snapshot's ``torchtitan/`` to ``dest``; return the upstream
+    commit's date, which every file in the snapshot carries."""
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        with tarfile.open(sdist) as archive:
+        with tarfile.open(snapshot) as archive:
+            members = archive.getmembers()
             archive.extractall(tmp, filter="data")
-        unpacked = Path(tmp) / pin.tree_name
+        unpacked = Path(tmp) / SNAPSHOT_PREFIX
         if not unpacked.is_dir():
-            raise PatchsetError(f"{sdist.name} does not contain {pin.tree_name}/")
+            raise PatchsetError(f"{snapshot.name} does not contain {SNAPSHOT_PREFIX}/")
         unpacked.replace(dest)
-    return dest
+    return max(int(member.mtime) for member in members)
+
+
+def snapshot_base(tree: Path, pin: GitPin) -> str:
+    snapshot = pin.snapshot_path
+    verify_sha256(snapshot, pin.snapshot_sha256, remedy=f"replace {snapshot}")
+    timestamp = unpack_snapshot(snapshot, tree)
+    commit_files(
+        tree,
+        message=f"torchtitan at upstream commit {pin.commit} (offline snapshot)\n\n"
+        f"The tree of {pin.repository} at {pin.commit},\n"
+        f"from {pin.snapshot} (sha256 {pin.snapshot_sha256}).\n",
+        timestamp=timestamp,
+        # Every file of the snapshot, also those upstream's .gitignore names.
+        add_args=("--all", "--force"),
+    )
+    return f"{pin.snapshot}, upstream commit {pin.commit[:12]}"
+
+
+def fetched_base(tree: Path, pin: GitPin, *, source: str) -> str:
+    """The pinned commit with its history, from a clone folder or a URL."""
+    if Path(source).is_dir() and git.run(
+        Path(source), "cat-file", "-e", f"{pin.commit}^{{commit}}", check=False
+    ).returncode != 0:
+        raise PatchsetError(
+            f"{source} does not contain commit {pin.commit}, the pin in "
+            "patches/targets.toml: fetch it there first, or pass a clone that has it"
+        )
+    tree.mkdir()
+    git.run(tree, "init", "--quiet", "--initial-branch=main")
+    result = git.run(tree, "fetch", "--quiet", "--no-tags", source, pin.commit, check=False)
+    if result.returncode != 0:
+        raise PatchsetError(
+            f"cannot fetch commit {pin.commit} from {source}: "
+            + " ".join((result.stderr or result.stdout).split())
+        )
+    git.run(tree, "checkout", "--quiet", "-B", "main", pin.commit)
+    return f"upstream commit {pin.commit[:12]} from {source}"
+
+
+def make_base(tree: Path, workspace: Workspace, *, from_clone: Path | None = None) -> str:
+    """Create the repository ``tree`` (which must not exist) holding the
+    target's base, tagged; return where the base came from."""
+    pin = workspace.target.pin
+    if isinstance(pin, SdistPin):
+        if from_clone:
+            raise PatchsetError(
+                f"target '{workspace.target.name}' is an sdist; --from-clone is for git targets"
+            )
+        origin = sdist_base(tree, pin, cache_dir=workspace.cache_dir)
+    elif from_clone:
+        if not git.is_repository(from_clone):
+            raise PatchsetError(f"--from-clone {from_clone}: not the top folder of a git clone")
+        origin = fetched_base(tree, pin, source=str(from_clone.resolve()))
+    elif pin.snapshot_path and pin.snapshot_path.exists():
+        origin = snapshot_base(tree, pin)
+    else:
+        origin = fetched_base(tree, pin, source=pin.repository)
+    git.run(tree, "tag", BASE_TAG)
+    return origin
+
+
+def base_is_pinned(fork: Path, pin: SdistPin | GitPin) -> bool:
+    """Whether the fork's base was made from ``pin`` (and not an older pin)."""
+    described = git.run(fork, "log", "-1", "--format=%H%n%B", BASE_TAG, check=False).stdout
+    return pin.fingerprint in described
 
 
 def ensure_pristine_tree(workspace: Workspace) -> Path:
-    """An unpacked copy of the base that nothing ever edits."""
-    tree = workspace.pristine_tree
+    """The files of the fork's base commit, in a folder nothing ever edits."""
+    fork = workspace.fork_dir
+    commit = git.output(fork, "rev-parse", f"{BASE_TAG}^{{commit}}")
+    tree = workspace.cache_dir / "pristine" / f"{workspace.target.name}-{commit[:12]}"
     if tree.is_dir():
         return tree
     tree.parent.mkdir(parents=True, exist_ok=True)
-    return unpack(ensure_sdist(workspace), workspace.base_pin(), tree)
-
-
-def remove_build_output(tree: Path) -> None:
-    """Drop the sdist's generated metadata (``*.egg-info``) from the tree."""
-    for path in tree.glob("*.egg-info"):
-        shutil.rmtree(path)
+    scratch = Path(tempfile.mkdtemp(dir=tree.parent))
+    try:
+        git.run(fork, "archive", "--format=tar", f"--output={scratch}/base.tar", BASE_TAG)
+        with tarfile.open(scratch / "base.tar") as archive:
+            archive.extractall(scratch / "tree", filter="data")
+        (scratch / "tree").replace(tree)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return tree

@@ -11,15 +11,19 @@ from patchset.workspace import Workspace
 
 
 def set_up(workspace: Workspace) -> Path:
-    """Everything the demo and the tests need; return the venv's python."""
-    if workspace.fork_dir.exists():
-        state = fork.inspect_fork(workspace)
+    """Every target's fork and the venv; return the venv's python."""
+    moved = fork.adopt_single_fork(workspace)
+    if moved:
+        print(f"note: {moved}")
+    for each in workspace.every_target():
+        if not each.fork_dir.exists():
+            print(fork.refresh(each))
+            continue
+        state = fork.inspect_fork(each)
         if state.unsaved_work:
-            print(f"note: keeping {workspace.fork_dir.name}/ as it is: {state.unsaved_work}")
+            print(f"note: keeping {each.fork_label}/ as it is: {state.unsaved_work}")
         elif not state.up_to_date:
-            print(fork.refresh(workspace))
-    else:
-        print(fork.refresh(workspace))
+            print(fork.refresh(each))
     return environment.ensure(workspace)
 
 
@@ -30,27 +34,21 @@ def cmd_setup(workspace: Workspace, args: argparse.Namespace) -> int:
 
 
 def cmd_fork(workspace: Workspace, args: argparse.Namespace) -> int:
-    print(fork.refresh(workspace, backup=args.backup))
+    print(fork.refresh(workspace, backup=args.backup, from_clone=args.from_clone))
     return 0
 
 
 def cmd_export(workspace: Workspace, args: argparse.Namespace) -> int:
     names = fork.export(workspace, force=args.force)
-    print(f"exported {len(names)} patches to patches/")
+    print(f"exported {len(names)} patches to {workspace.patches_label}/")
     for name in names:
         print(f"  {name}")
     return 0
 
 
 def cmd_apply(workspace: Workspace, args: argparse.Namespace) -> int:
-    result = apply.apply_series(workspace, Path(args.to))
-    if result.already_present:
-        print(
-            f"{args.to} already has the series "
-            f"({len(result.already_present)} patches); nothing applied"
-        )
-    else:
-        print(f"applied {len(result.applied)} patches to {args.to} with git am --3way")
+    candidates = [workspace] if args.target else workspace.every_target()
+    print(apply.apply_first_fitting(candidates, Path(args.to)))
     return 0
 
 
@@ -58,7 +56,8 @@ def cmd_demo(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import demo
 
     python = set_up(workspace)
-    return demo.run(workspace, python=python)
+    chosen = [workspace] if args.target else workspace.every_target()
+    return demo.run_targets(chosen, python=python)
 
 
 def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:
@@ -74,6 +73,7 @@ def cmd_lint(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import lint
 
     python = set_up(workspace)
+    print(f"target {workspace.target.name}")
     return lint.print_report(lint.lint_series(workspace, python=python))
 
 
@@ -86,7 +86,7 @@ def cmd_bisect_check(workspace: Workspace, args: argparse.Namespace) -> int:
     if broken:
         print(f"\nfirst broken patch: {broken}")
         return 1
-    print(f"\nevery step of the series is green ({len(steps)} patches)")
+    print(f"\nevery step of the {workspace.target.name} series is green ({len(steps)} patches)")
     return 0
 
 
@@ -106,7 +106,7 @@ def cmd_pr_description(workspace: Workspace, args: argparse.Namespace) -> int:
 def cmd_rebase(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import rebase
 
-    print(rebase.rebase_onto(workspace, args.onto))
+    print(rebase.rebase_onto(workspace, args.onto.resolve()))
     return 0
 
 
@@ -127,20 +127,26 @@ def directory(name: str, help_text: str, **kwargs) -> tuple[tuple[str, ...], dic
 
 # name, handler, help, arguments
 SUBCOMMANDS = (
-    ("setup", cmd_setup, "download the base, build the fork and .venv (idempotent)", ()),
-    ("fork", cmd_fork, "build or refresh torchtitan_fork/ from the base and patches/",
-     (flag("--backup", "move a fork with unsaved work aside instead of refusing"),)),
-    ("export", cmd_export, "write the fork's commits after 'base' to patches/ and series",
+    ("setup", cmd_setup, "get every target's base, build its fork, and .venv (idempotent)",
+     ()),
+    ("fork", cmd_fork,
+     "build or refresh torchtitan_fork/TARGET/ from the base and patches/TARGET/",
+     (flag("--backup", "move a fork with unsaved work aside instead of refusing"),
+      directory("--from-clone", "git targets: a torchtitan clone that has the pinned "
+                "commit; the fork's base is that commit, with its history"))),
+    ("export", cmd_export,
+     "write the fork's commits after 'base' to patches/TARGET/ and its series",
      (flag("--force", "overwrite patches/ even if it changed since the fork was built"),)),
     ("apply", cmd_apply,
-     "apply the series to another torchtitan git checkout (git am --3way)",
+     "apply the first target's series that fits to another torchtitan git checkout "
+     "(git am --3way); --target forces one",
      (directory("--to", "the checkout", required=True),)),
     ("rebase", cmd_rebase,
      "replay the fork's commits onto another torchtitan tree (git rebase)",
      (directory("--onto", "a torchtitan source tree: a newer release or an upstream "
                 "checkout", required=True),)),
-    ("demo", cmd_demo, "set up, then show TP=4 on Qwen3.5 MoE before and after the fix",
-     ()),
+    ("demo", cmd_demo, "set up, then show TP=4 on Qwen3.5 MoE before and after the fix, "
+     "for every target (or --target)", ()),
     ("table", cmd_table,
      "print every model flavor's TP head counts, valid TP degrees and recipes "
      "(exit status 1 if a recipe asks for an invalid TP)",
@@ -159,6 +165,8 @@ SUBCOMMANDS = (
     ("test", cmd_test,
      "set up, then run the tests with pytest (other arguments go to pytest)", ()),
 )
+# Commands that act on one target. The others set up, or choose, every target.
+WITHOUT_TARGET = ("test", "setup")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         for names, kwargs in arguments:
             command.add_argument(*names, **kwargs)
+        if name not in WITHOUT_TARGET:
+            command.add_argument(
+                "--target", metavar="NAME",
+                help="the target (a folder of patches/ pinned in patches/targets.toml); "
+                "default: its 'default'",
+            )
         command.set_defaults(handler=handler)
     return parser
 
@@ -181,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
-    workspace = Workspace.from_script_location()
+    args.target = getattr(args, "target", None)
+    workspace = Workspace.from_script_location(args.target)
     try:
+        workspace.targets().get(args.target)  # refuses an unknown name, or pins and folders that disagree
         return args.handler(workspace, args)
     except PatchsetError as error:
         print(f"error: {error}", file=sys.stderr)

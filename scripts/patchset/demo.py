@@ -1,10 +1,12 @@
-"""The main job: TP=4 on Qwen3.5 MoE before and after the fix, then TP=2.
+"""The main job: TP=4 on Qwen3.5 MoE before and after the fix, then TP=2,
+for each target.
 
 Each scenario runs ``probes/qwen35_tp.py`` in a fresh interpreter of the
-project's venv, with the pristine base or the patched fork first on
-PYTHONPATH, and reports what happened.
+project's venv, with the target's pristine base or patched fork first on
+PYTHONPATH, and reports what happened. A summary gives one row per target.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from patchset import base
@@ -62,48 +64,96 @@ def fix_is_right(rejected: dict, config_time: dict, accepted: dict) -> list[str]
     return problems
 
 
-def run(workspace: Workspace, *, python: Path) -> int:
+@dataclass(frozen=True, kw_only=True)
+class TargetRow:
+    """What one target did: a cell per scenario, and what is wrong (if anything)."""
+
+    target: str
+    pristine: str
+    patched: str
+    accepted: str
+    problems: tuple[str, ...] = ()
+
+
+def brief(report: dict) -> str:
+    """One line: where and how a scenario ended."""
+    if report["outcome"] == "ok":
+        return f"OK, logits {report['logits_shape']}" if "logits_shape" in report else "OK"
+    first_line = report["error"].splitlines()[0][:70]
+    return (
+        f"{report['error_type']} in {report['stage']} at {report['raised_at']}: "
+        f"{first_line}"
+    )
+
+
+def run(workspace: Workspace, *, python: Path) -> TargetRow:
+    name = workspace.target.name
     pristine = base.ensure_pristine_tree(workspace)
     fork = workspace.fork_dir
     n_patches = len(read_series(workspace))
     tp4 = ("--tp", "4")
     forward_on_cpu = ("--stage", "forward", "--all-full-attention")
-    print(f"Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), fake process group on CPU")
+    print(f"\n=== target {name}: Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), "
+          "fake process group on CPU")
 
     show(
-        "pristine base, trainer path: update_from_config with TP=4",
+        f"{name} pristine base, trainer path: update_from_config with TP=4",
         qwen35_probe(python, pristine, *tp4, "--stage", "config"),
     )
-    show(
-        "pristine base, parallelize_fn with TP=4 sharding in place, then a forward pass",
+    unchecked = show(
+        f"{name} pristine base, parallelize_fn with TP=4 sharding in place, "
+        "then a forward pass",
         qwen35_probe(python, pristine, *tp4, *forward_on_cpu, "--skip-config-check"),
     )
     if n_patches == 0:
         print(
-            "\nThe series is empty: patches/series lists no patch, so "
-            "torchtitan_fork/ is the pristine base and there is no fix to show yet."
+            f"\nThe series is empty: {workspace.patches_label}/series lists no patch, "
+            f"so {workspace.fork_label}/ is the pristine base and there is no fix "
+            "to show yet."
         )
-        return 0
+        no_fix = "no fix yet (empty series)"
+        return TargetRow(target=name, pristine=brief(unchecked), patched=no_fix,
+                         accepted=no_fix)
 
     rejected = show(
-        f"patched fork ({n_patches} patches), parallelize_fn with TP=4",
+        f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4",
         qwen35_probe(python, fork, *tp4, "--stage", "parallelize", "--skip-config-check"),
     )
     config_time = show(
-        "patched fork, trainer path: update_from_config with TP=4",
+        f"{name} patched fork, trainer path: update_from_config with TP=4",
         qwen35_probe(python, fork, *tp4, "--stage", "config"),
     )
     accepted = show(
-        "patched fork, TP=2: update_from_config, parallelize_fn, forward",
+        f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward",
         qwen35_probe(python, fork, "--tp", "2", *forward_on_cpu),
     )
 
-    problems = fix_is_right(rejected, config_time, accepted)
+    patched = brief(rejected)
+    if "dtensor_parameters" in rejected:
+        patched += f"; {rejected['dtensor_parameters']} DTensors made"
+    return TargetRow(
+        target=name,
+        pristine=brief(unchecked),
+        patched=patched,
+        accepted=brief(accepted),
+        problems=tuple(fix_is_right(rejected, config_time, accepted)),
+    )
+
+
+def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
+    """The demo for each target, then one row per target; 0 when all behave."""
+    rows = [run(workspace, python=python) for workspace in workspaces]
+    print("\n| target | pristine, TP=4 | patched, TP=4 | patched, TP=2 |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row.target} | {row.pristine} | {row.patched} | {row.accepted} |")
     print()
-    if problems:
-        for problem in problems:
-            print(f"FAIL: {problem}")
+    failed = [row for row in rows if row.problems]
+    for row in failed:
+        for problem in row.problems:
+            print(f"FAIL ({row.target}): {problem}")
+    if failed:
         return 1
-    print("PASS: the fork rejects TP=4 at parallelize_fn with a clear message "
-          "and runs TP=2.")
+    print("PASS: every target with a series rejects TP=4 at parallelize_fn with a "
+          "clear message and runs TP=2.")
     return 0

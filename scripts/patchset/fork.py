@@ -1,14 +1,15 @@
-"""Building torchtitan_fork/ from the base and the series, without losing work.
+"""Building torchtitan_fork/TARGET/ from the base and the series, without
+losing work.
 
-The fork is a git repository: its first commit is the pristine sdist, tagged
-``base``; each patch of the series follows as one commit made by ``git am``.
-It records the digest of the queue it was built from (or last exported to),
-which tells new work in the fork apart from new patches pulled into patches/.
+The fork is a git repository: its first commit is the target's pinned
+upstream tree, tagged ``base`` (see ``base.py``); each patch of the series
+follows as one commit made by ``git am``. It records the digest of the queue
+it was built from (or last exported to), which tells new work in the fork
+apart from new patches pulled into patches/TARGET/.
 """
 
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,6 @@ from patchset.series import (
 from patchset.workspace import Workspace
 
 BUILT_FROM_FILE = "patchset-built-from"
-BASE_IDENTITY = {"name": "torchtitan release", "email": "release@torchtitan.invalid"}
 
 
 def git_dir(fork: Path) -> Path:
@@ -52,35 +52,28 @@ class ForkState:
     """
 
     blocker: str | None = None
-    unexported: bool = False
+    unexported: str | None = None
     up_to_date: bool = False
     export_digest: str | None = None
 
     @property
     def unsaved_work(self) -> str | None:
-        if self.blocker:
-            return self.blocker
-        if self.unexported:
-            return (
-                "torchtitan_fork/ has commits that are not exported to patches/. "
-                "Run 'scripts/series export' to save them"
-            )
-        return None
+        return self.blocker or self.unexported
 
 
 def inspect_fork(workspace: Workspace) -> ForkState:
-    fork = workspace.fork_dir
+    fork, label = workspace.fork_dir, workspace.fork_label
     if not git.is_repository(fork) or git.run(
         fork, "rev-parse", "--verify", "--quiet", f"refs/tags/{BASE_TAG}", check=False
     ).returncode != 0:
         return ForkState(
-            blocker=f"{fork.name}/ exists but is not a fork made by this tool "
+            blocker=f"{label}/ exists but is not a fork made by this tool "
             f"(no git repository with a '{BASE_TAG}' tag)"
         )
     operation = git.operation_in_progress(fork)
     if operation:
         return ForkState(
-            blocker=f"{fork.name}/ is in the middle of {operation}; "
+            blocker=f"{label}/ is in the middle of {operation}; "
             "finish or abort it first"
         )
     changes = git.status_lines(fork)
@@ -88,15 +81,19 @@ def inspect_fork(workspace: Workspace) -> ForkState:
         shown = "\n  ".join(changes[:10])
         more = f"\n  ... ({len(changes)} in all)" if len(changes) > 10 else ""
         return ForkState(
-            blocker=f"{fork.name}/ has uncommitted changes:\n  {shown}{more}\n"
+            blocker=f"{label}/ has uncommitted changes:\n  {shown}{more}\n"
             "Commit them (one commit per logical change) and run "
-            "'scripts/series export', or stash them"
+            f"'scripts/series export --target {workspace.target.name}', or stash them"
         )
     in_fork = fork_export_digest(fork)
     on_disk = queue_digest(workspace)
+    unexported = in_fork not in (recorded_digest(fork), on_disk)
     return ForkState(
-        unexported=in_fork not in (recorded_digest(fork), on_disk),
-        up_to_date=in_fork == on_disk,
+        unexported=(
+            f"{label}/ has commits that are not exported to {workspace.patches_label}/. "
+            f"Run 'scripts/series export --target {workspace.target.name}' to save them"
+        ) if unexported else None,
+        up_to_date=in_fork == on_disk and base.base_is_pinned(fork, workspace.target.pin),
         export_digest=in_fork,
     )
 
@@ -106,39 +103,7 @@ def backup_path(fork: Path) -> Path:
     return fork.with_name(f"{fork.name}.backup-{stamp}")
 
 
-def base_commit_env(sdist: Path, tree_name: str) -> dict[str, str]:
-    """A fixed identity and date, so every machine makes the same base commit."""
-    with tarfile.open(sdist) as archive:
-        mtime = int(archive.getmember(f"{tree_name}/PKG-INFO").mtime)
-    date = f"{mtime} +0000"
-    return {
-        "GIT_AUTHOR_NAME": BASE_IDENTITY["name"],
-        "GIT_AUTHOR_EMAIL": BASE_IDENTITY["email"],
-        "GIT_COMMITTER_NAME": BASE_IDENTITY["name"],
-        "GIT_COMMITTER_EMAIL": BASE_IDENTITY["email"],
-        "GIT_AUTHOR_DATE": date,
-        "GIT_COMMITTER_DATE": date,
-    }
-
-
-def commit_base(tree: Path, *, sdist: Path, workspace: Workspace) -> None:
-    pin = workspace.base_pin()
-    base.remove_build_output(tree)
-    git.run(tree, "init", "--quiet", "--initial-branch=main")
-    exclude = git_dir(tree) / "info" / "exclude"
-    exclude.parent.mkdir(parents=True, exist_ok=True)
-    exclude.write_text("".join(f"{p}\n" for p in base.BUILD_OUTPUT_PATTERNS))
-    git.run(tree, "add", "--all")
-    message = (
-        f"{pin.package} {pin.version} (sdist from the package index)\n\n"
-        f"sha256 of {pin.sdist_name}: {pin.sha256}\n"
-    )
-    env = base_commit_env(sdist, pin.tree_name)
-    git.run(tree, "-c", "commit.gpgsign=false", "commit", "--quiet", "-m", message, env=env)
-    git.run(tree, "tag", BASE_TAG)
-
-
-def apply_patches(tree: Path, patches: list[Patch]) -> None:
+def apply_patches(tree: Path, patches: list[Patch], *, label: str) -> None:
     """``git am`` each patch in order; on failure abort and name the patch."""
     env = git.identity_env(tree)
     for patch in patches:
@@ -156,21 +121,21 @@ def apply_patches(tree: Path, patches: list[Patch]) -> None:
             git.run(tree, "am", "--abort", check=False)
             detail = (result.stderr or result.stdout).strip()
             raise PatchsetError(
-                f"patches/{patch.name} does not apply to the base with git am:\n"
+                f"{label}/{patch.name} does not apply to the base with git am:\n"
                 f"{detail}"
             )
 
 
-def build(workspace: Workspace, patches: list[Patch]) -> Path:
+def build(workspace: Workspace, patches: list[Patch], *, from_clone: Path | None) -> Path:
     """Build the fork in a scratch folder beside it; return that folder."""
-    sdist = base.ensure_sdist(workspace)
-    scratch = workspace.root / f".{workspace.fork_dir.name}.building-{os.getpid()}"
+    fork = workspace.fork_dir
+    scratch = fork.with_name(f".{fork.name}.building-{os.getpid()}")
     if scratch.exists():
         shutil.rmtree(scratch)
+    scratch.parent.mkdir(parents=True, exist_ok=True)
     try:
-        base.unpack(sdist, workspace.base_pin(), scratch)
-        commit_base(scratch, sdist=sdist, workspace=workspace)
-        apply_patches(scratch, patches)
+        base.make_base(scratch, workspace, from_clone=from_clone)
+        apply_patches(scratch, patches, label=workspace.patches_label)
         record_digest(scratch, queue_digest(workspace))
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -178,21 +143,31 @@ def build(workspace: Workspace, patches: list[Patch]) -> Path:
     return scratch
 
 
-def refresh(workspace: Workspace, *, backup: bool = False) -> str:
+def has_pinned_history(workspace: Workspace) -> bool:
+    """Whether the fork's base is the pinned upstream commit itself."""
+    pinned = getattr(workspace.target.pin, "commit", None)
+    found = git.run(workspace.fork_dir, "rev-parse", f"{BASE_TAG}^{{commit}}", check=False)
+    return found.stdout.strip() == pinned
+
+
+def refresh(
+    workspace: Workspace, *, backup: bool = False, from_clone: Path | None = None
+) -> str:
     """Build or rebuild the fork; return a sentence saying what happened."""
     patches = read_series(workspace)
-    fork = workspace.fork_dir
+    fork, label = workspace.fork_dir, workspace.fork_label
     state = inspect_fork(workspace) if fork.exists() else None
     if state and state.unsaved_work and not backup:
         raise PatchsetError(
             f"refusing to rebuild: {state.unsaved_work}.\n"
             f"Or rerun with --backup to move the fork aside to "
-            f"{fork.name}.backup-<time>/ and build a fresh one."
+            f"{label}.backup-<time>/ and build a fresh one."
         )
-    if state and state.up_to_date and not state.unsaved_work:
+    wanted_history = from_clone is None or has_pinned_history(workspace)
+    if state and state.up_to_date and not state.unsaved_work and wanted_history:
         record_digest(fork, queue_digest(workspace))
-        return f"{fork.name}/ is up to date with patches/ ({len(patches)} patches)"
-    scratch = build(workspace, patches)
+        return f"{label}/ is up to date with {workspace.patches_label}/ ({len(patches)} patches)"
+    scratch = build(workspace, patches, from_clone=from_clone)
     moved_to = None
     if state and state.unsaved_work:
         moved_to = backup_path(fork)
@@ -200,7 +175,7 @@ def refresh(workspace: Workspace, *, backup: bool = False) -> str:
     elif fork.exists():
         shutil.rmtree(fork)
     scratch.replace(fork)
-    summary = f"built {fork.name}/: base + {len(patches)} patches"
+    summary = f"built {label}/: base + {len(patches)} patches"
     if moved_to:
         summary += f"; the previous fork is kept at {moved_to.name}/"
     return summary
@@ -211,7 +186,8 @@ def export(workspace: Workspace, *, force: bool = False) -> list[str]:
     fork = workspace.fork_dir
     if not fork.exists():
         raise PatchsetError(
-            f"{fork.name}/ does not exist; build it with 'scripts/series fork'"
+            f"{workspace.fork_label}/ does not exist; build it with "
+            f"'scripts/series fork --target {workspace.target.name}'"
         )
     state = inspect_fork(workspace)
     if state.blocker:
@@ -219,11 +195,32 @@ def export(workspace: Workspace, *, force: bool = False) -> list[str]:
     on_disk = queue_digest(workspace)
     if not force and on_disk not in (recorded_digest(fork), state.export_digest):
         raise PatchsetError(
-            "patches/ has changed since the fork was built from it, and the fork "
+            f"{workspace.patches_label}/ has changed since the fork was built from it, and the fork "
             "does not have those changes; exporting would overwrite them. "
             "Commit or stash patches/ first and rebuild the fork, "
-            "or rerun with --force to overwrite patches/ with the fork's commits"
+            f"or rerun with --force to overwrite {workspace.patches_label}/ with the fork's commits"
         )
     names = write_queue(workspace, fork)
     record_digest(fork, queue_digest(workspace))
     return names
+
+
+def adopt_single_fork(workspace: Workspace) -> str | None:
+    """Move a fork from before targets (``torchtitan_fork/`` was itself the
+    fork) to the folder of the target whose pin made its base, keeping its
+    work; one no target claims is moved aside. Return what was done."""
+    forks = workspace.forks_dir
+    if not (forks / ".git").exists():
+        return None
+    owner = next(
+        (each for each in workspace.every_target()
+         if base.base_is_pinned(forks, each.target.pin)),
+        None,
+    )
+    aside = backup_path(forks)
+    forks.replace(aside)
+    forks.mkdir()
+    if owner is None:
+        return f"moved {forks.name}/, a fork of no pinned target, aside to {aside.name}/"
+    aside.replace(owner.fork_dir)
+    return f"moved the single {forks.name}/ of before targets to {owner.fork_label}/"

@@ -2,13 +2,17 @@
 
 Each commit of the fork after ``base`` is checked out in a scratch worktree
 and the files it adds or changes are checked with upstream's tools and
-settings (``[tool.patchset.lint]`` in pyproject.toml). A finding counts
+settings: the tree's own ``.pre-commit-config.yaml`` and ``.flake8`` where
+the base has them (upstream main), else ``[tool.patchset.lint]`` in
+pyproject.toml (the 0.3.0 sdist ships neither). A finding counts
 against a patch only if it is new: the same check on the commit before
 does not report it (ignoring line numbers), so problems the base already
 has are not blamed on the series.
 """
 
 import json
+import os
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -37,19 +41,30 @@ class Finding:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Rules:
+    """Upstream's settings for one target, and where they were read."""
+
+    flake8_args: tuple[str, ...]
+    pydoclint_args: tuple[str, ...]
+    license_header: str
+    origin: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Tools:
     """The lint tools in their own venv, with upstream's settings; ``python``
     is the project's venv, whose packages pyrefly resolves."""
 
     bin_dir: Path
     python: Path
-    flake8_args: tuple[str, ...]
-    license_header: str
+    rules: Rules
 
     def run(self, tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-        """Run a tool; a crash is an error, never an empty report."""
+        """Run a tool in the tree ``cwd``, which is first on PYTHONPATH (no
+        torchtitan is installed); a crash is an error, never an empty report."""
         result = subprocess.run(
-            [str(self.bin_dir / tool), *args], cwd=cwd, capture_output=True, text=True
+            [str(self.bin_dir / tool), *args], cwd=cwd, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(cwd)},
         )
         # 0: clean; 1: findings (65 for codespell); anything else: a failure.
         crashed = "Traceback (most recent call last)" in result.stderr
@@ -58,20 +73,79 @@ class Tools:
         return result
 
 
-def tools_for(workspace: Workspace, *, python: Path, bin_dir: Path) -> Tools:
-    settings = workspace.settings().get("lint", {})
-    flake8 = settings.get("flake8", {})
+HOOK_ID = re.compile(r"^\s*(?:-\s+)?id:\s*(\S+)\s*$")
+
+
+def hook_args(config: str, hook_id: str) -> list[str]:
+    """The ``args`` of one hook of a .pre-commit-config.yaml, inline
+    (``args: [a, b]``) or one ``- item`` a line."""
+    lines = config.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines)
+         if (m := HOOK_ID.match(line)) and m.group(1) == hook_id),
+        None,
+    )
+    if start is None:
+        raise PatchsetError(f".pre-commit-config.yaml has no '{hook_id}' hook")
+    for index in range(start + 1, len(lines)):
+        line = lines[index].strip()
+        if HOOK_ID.match(lines[index]) or line.startswith("- repo:"):
+            break
+        if not line.startswith("args:"):
+            continue
+        inline = line.removeprefix("args:").strip()
+        if inline:
+            items = inline.strip("[]").split(",")
+        else:
+            items = []
+            for item in lines[index + 1:]:
+                if not item.strip().startswith("- "):
+                    break
+                items.append(item.strip().removeprefix("- "))
+        return [item.strip().strip("'\"") for item in items if item.strip()]
+    return []
+
+
+def commented(text: str) -> str:
+    """A license file as insert-license writes it at the top of a file."""
+    return "".join(f"# {line}\n" if line else "#\n" for line in text.splitlines())
+
+
+def rules_of_tree(fork: Path) -> Rules | None:
+    """The base tree's own rules, where it ships them (upstream main)."""
+    shown = {
+        name: git.run(fork, "show", f"{BASE_TAG}:{name}", check=False)
+        for name in (".pre-commit-config.yaml", ".flake8")
+    }
+    if any(result.returncode != 0 for result in shown.values()):
+        return None
+    config = shown[".pre-commit-config.yaml"].stdout
+    license_args = hook_args(config, "insert-license")
+    license_file = license_args[license_args.index("--license-filepath") + 1]
+    return Rules(
+        flake8_args=tuple(hook_args(config, "flake8")),
+        pydoclint_args=tuple(hook_args(config, "pydoclint")),
+        license_header=commented(git.output(fork, "show", f"{BASE_TAG}:{license_file}")),
+        origin="the base's .pre-commit-config.yaml and .flake8",
+    )
+
+
+def rules_of_settings(workspace: Workspace) -> Rules:
+    """Upstream's rules as pyproject.toml records them, for a tree without them."""
+    flake8 = workspace.settings().get("lint", {}).get("flake8", {})
     if not flake8:
         raise PatchsetError("[tool.patchset.lint.flake8] is missing in pyproject.toml")
-    return Tools(
-        bin_dir=bin_dir,
-        python=python,
+    return Rules(
         flake8_args=(
+            "--isolated",
             f"--max-line-length={flake8['max-line-length']}",
             f"--select={','.join(flake8['select'])}",
             f"--ignore={','.join(flake8['ignore'])}",
         ),
+        # Without a [tool.pydoclint] table; torchtitan writes Google-style docstrings.
+        pydoclint_args=("--style=google",),
         license_header=license_header(workspace.fork_dir),
+        origin="[tool.patchset.lint] of pyproject.toml",
     )
 
 
@@ -92,7 +166,7 @@ def check_text(tree: Path, path: str, tools: Tools) -> list[Finding]:
     """The license header, trailing whitespace and the final newline."""
     text = (tree / path).read_text()
     findings = []
-    if path.endswith(".py") and text and not text.startswith(tools.license_header):
+    if path.endswith(".py") and text and not text.startswith(tools.rules.license_header):
         findings.append(Finding(tool="license", path=path, line=1,
                                 message="does not start with the license header"))
     for number, line in enumerate(text.splitlines(), start=1):
@@ -120,7 +194,7 @@ def parse_colon_lines(tool: str, output: str) -> list[Finding]:
 
 
 def flake8(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
-    result = tools.run("flake8", "--isolated", *tools.flake8_args, *files, cwd=tree)
+    result = tools.run("flake8", *tools.rules.flake8_args, *files, cwd=tree)
     return parse_colon_lines("flake8", result.stdout)
 
 
@@ -145,9 +219,7 @@ def codespell(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
 
 
 def pydoclint(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
-    # 0.3.0's pyproject.toml has no [tool.pydoclint]; torchtitan writes
-    # Google-style docstrings.
-    result = tools.run("pydoclint", "--style=google", "--quiet", *files, cwd=tree)
+    result = tools.run("pydoclint", *tools.rules.pydoclint_args, "--quiet", *files, cwd=tree)
     findings, path = [], None
     for raw in result.stdout.splitlines():
         if raw and not raw.startswith(" "):
@@ -211,13 +283,16 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
     state = inspect_fork(workspace)
     if state.blocker or state.unexported or not state.up_to_date:
         raise PatchsetError(
-            "torchtitan_fork/ does not match patches/: run 'scripts/series fork' "
-            "(or 'export' to keep the fork's commits) before 'lint'"
+            f"{workspace.fork_label}/ does not match {workspace.patches_label}/: run "
+            f"'scripts/series fork --target {workspace.target.name}' (or 'export' to "
+            "keep the fork's commits) before 'lint'"
         )
     commits = git.output(fork, "rev-list", "--reverse", f"{BASE_TAG}..HEAD").split()
     names = series_names(workspace.series_file)
-    bin_dir = environment.ensure_lint(workspace)
-    tools = tools_for(workspace, python=python, bin_dir=bin_dir)
+    if not names:
+        return {}
+    rules = rules_of_tree(fork) or rules_of_settings(workspace)
+    tools = Tools(bin_dir=environment.ensure_lint(workspace), python=python, rules=rules)
     report = {}
     with git.scratch_worktree(fork, BASE_TAG) as tree:
         project = pyrefly(tree, tools)

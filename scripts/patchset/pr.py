@@ -8,6 +8,7 @@ from pathlib import Path
 
 from patchset import git, table
 from patchset.series import BASE_TAG, read_series
+from patchset.targets import GitPin
 from patchset.workspace import Workspace
 
 TITLE = "Check the tensor-parallel degree against every head count TP shards"
@@ -47,6 +48,14 @@ def _changes(workspace: Workspace) -> str:
     return "\n".join(lines)
 
 
+def based_on(workspace: Workspace) -> str:
+    """The sentence that names the tree the stack is made against."""
+    pin = workspace.target.pin
+    if isinstance(pin, GitPin):
+        return f"The stack applies to `main` at {pin.commit} with plain `git am`."
+    return f"The stack applies to the torchtitan {pin.version} release."
+
+
 def description(workspace: Workspace, *, python: Path) -> str:
     rows = table.collect(workspace, python=python, recipes_from_base=False)
     fixed = table.invalid_recipes(
@@ -64,6 +73,7 @@ def description(workspace: Workspace, *, python: Path) -> str:
             "## Problem",
             PROBLEM,
             "## What changed",
+            based_on(workspace),
             _changes(workspace),
             "## Affected models",
             "Regenerated from the model registry: the head counts TP shards, "

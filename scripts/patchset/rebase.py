@@ -46,15 +46,16 @@ def rebase_onto(workspace: Workspace, new_base: Path) -> str:
         conflicted = git.output(fork, "diff", "--name-only", "--diff-filter=U")
         raise PatchsetError(
             f"the series does not replay cleanly onto {new_base.name}; the rebase "
-            f"is stopped in {fork.name}/ with conflicts in:\n  "
+            f"is stopped in {workspace.fork_label}/ with conflicts in:\n  "
             + "\n  ".join(conflicted.split())
             + f"\nResolve them there, 'git add' the files and 'git rebase --continue'"
             f" (or 'git rebase --abort' to go back); then run\n"
-            f"  git -C {fork.name} tag -f {BASE_TAG} {target}\n"
-            f"  scripts/series export"
+            f"  git -C {workspace.fork_label} tag -f {BASE_TAG} {target}\n"
+            f"  scripts/series export --target {workspace.target.name}"
         )
     git.run(fork, "tag", "-f", BASE_TAG, target)
     return (
         f"rebased {count} commits onto {new_base.name} (new '{BASE_TAG}' {target[:12]}); "
-        f"run 'scripts/series export' to write the rebased series to patches/"
+        f"run 'scripts/series export --target {workspace.target.name}' to write the "
+        f"rebased series to {workspace.patches_label}/"
     )

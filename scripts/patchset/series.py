@@ -57,9 +57,10 @@ class Patch:
 
 def series_names(series_file: Path) -> list[str]:
     """Patch names in series order; blank lines and ``#`` comments ignored."""
+    label = f"patches/{series_file.parent.name}/series"
     if not series_file.exists():
         raise PatchsetError(
-            "patches/series is missing: it lists the patches, one file name a line"
+            f"{label} is missing: it lists the patches, one file name a line"
         )
     names = []
     for number, raw in enumerate(series_file.read_text().splitlines(), start=1):
@@ -69,14 +70,14 @@ def series_names(series_file: Path) -> list[str]:
         if "/" in line or line in names:
             reason = "a path" if "/" in line else "listed twice"
             raise PatchsetError(
-                f"{series_file.name} line {number}: '{line}' is {reason}; "
-                "each line names one file in patches/, once"
+                f"{label} line {number}: '{line}' is {reason}; "
+                "each line names one file of its folder, once"
             )
         names.append(line)
     return names
 
 
-def check_format_patch_form(patch: Path) -> None:
+def check_format_patch_form(patch: Path, *, label: str) -> None:
     """Reject files that ``git am`` could only half understand."""
     text = patch.read_text(errors="replace")
     lines = text.splitlines()
@@ -90,7 +91,7 @@ def check_format_patch_form(patch: Path) -> None:
         problems.append("it has no 'diff --git' section")
     if problems:
         raise PatchsetError(
-            f"patches/{patch.name} is not a git format-patch file: "
+            f"{label}/{patch.name} is not a git format-patch file: "
             + "; ".join(problems)
             + ". Regenerate it with 'scripts/series export'."
         )
@@ -99,24 +100,24 @@ def check_format_patch_form(patch: Path) -> None:
 def read_series(workspace: Workspace) -> list[Patch]:
     """The patches in order, after checking that series and folder agree."""
     names = series_names(workspace.series_file)
-    patches_dir = workspace.patches_dir
+    patches_dir, label = workspace.patches_dir, workspace.patches_label
     missing = [name for name in names if not (patches_dir / name).is_file()]
     if missing:
         raise PatchsetError(
-            "patches/series lists files that do not exist: "
-            + ", ".join(f"patches/{name}" for name in missing)
+            f"{label}/series lists files that do not exist: "
+            + ", ".join(f"{label}/{name}" for name in missing)
         )
     on_disk = sorted(path.name for path in patches_dir.glob("*.patch"))
     unlisted = [name for name in on_disk if name not in names]
     if unlisted:
         raise PatchsetError(
-            "patches/ holds patches that patches/series does not list: "
-            + ", ".join(f"patches/{name}" for name in unlisted)
-            + ". Add them to patches/series in the right place, or delete them."
+            f"{label}/ holds patches that {label}/series does not list: "
+            + ", ".join(f"{label}/{name}" for name in unlisted)
+            + f". Add them to {label}/series in the right place, or delete them."
         )
     patches = [Patch(name=name, path=patches_dir / name) for name in names]
     for patch in patches:
-        check_format_patch_form(patch.path)
+        check_format_patch_form(patch.path, label=label)
     return patches
 
 

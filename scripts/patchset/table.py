@@ -13,6 +13,7 @@ from pathlib import Path
 from patchset import base
 from patchset.errors import PatchsetError
 from patchset.probe import run_probe
+from patchset.series import read_series
 from patchset.workspace import Workspace
 
 COLUMNS = (
@@ -55,6 +56,12 @@ class Row:
 
 
 def collect(workspace: Workspace, *, python: Path, recipes_from_base: bool) -> list[Row]:
+    if not read_series(workspace):
+        raise PatchsetError(
+            f"target '{workspace.target.name}' has no series yet "
+            f"({workspace.patches_label}/series lists no patch): the head counts TP "
+            "shards come from the series' helper, so there is no table to show"
+        )
     flavors = run_probe(python, workspace.fork_dir, "registry", "flavors")["flavors"]
     recipe_tree = (
         base.ensure_pristine_tree(workspace) if recipes_from_base else workspace.fork_dir

@@ -1,36 +1,42 @@
-"""Where things live in the workspace, and the pinned upstream base."""
+"""Where things live in the workspace, seen from one target."""
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from patchset.errors import PatchsetError
+from patchset.targets import read_targets, Target, TargetMap
 
-
-@dataclass(frozen=True, kw_only=True)
-class BasePin:
-    """The upstream release the series is made against (pyproject.toml)."""
-
-    package: str
-    version: str
-    sha256: str
-
-    @property
-    def sdist_name(self) -> str:
-        return f"{self.package}-{self.version}.tar.gz"
-
-    @property
-    def tree_name(self) -> str:
-        return f"{self.package}-{self.version}"
+FORKS_DIR = "torchtitan_fork"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Workspace:
+    """The repository root, and the target whose series, fork and pristine
+    tree the paths below name (None: the default of patches/targets.toml)."""
+
     root: Path
+    target_name: str | None = None
 
     @classmethod
-    def from_script_location(cls) -> "Workspace":
-        return cls(root=Path(__file__).resolve().parents[2])
+    def from_script_location(cls, target_name: str | None = None) -> "Workspace":
+        return cls(root=Path(__file__).resolve().parents[2], target_name=target_name)
+
+    def targets(self) -> TargetMap:
+        return read_targets(self.root)
+
+    @property
+    def target(self) -> Target:
+        return self.targets().get(self.target_name)
+
+    def at(self, target_name: str) -> "Workspace":
+        """The same workspace, seen from another target."""
+        return dataclasses.replace(self, target_name=target_name)
+
+    def every_target(self) -> list["Workspace"]:
+        """One workspace per target, the default first."""
+        return [self.at(name) for name in self.targets().names]
 
     @property
     def pyproject(self) -> Path:
@@ -38,15 +44,28 @@ class Workspace:
 
     @property
     def patches_dir(self) -> Path:
-        return self.root / "patches"
+        return self.root / "patches" / self.target.name
+
+    @property
+    def patches_label(self) -> str:
+        """The series folder as messages name it."""
+        return f"patches/{self.target.name}"
 
     @property
     def series_file(self) -> Path:
         return self.patches_dir / "series"
 
     @property
+    def forks_dir(self) -> Path:
+        return self.root / FORKS_DIR
+
+    @property
     def fork_dir(self) -> Path:
-        return self.root / "torchtitan_fork"
+        return self.forks_dir / self.target.name
+
+    @property
+    def fork_label(self) -> str:
+        return f"{FORKS_DIR}/{self.target.name}"
 
     @property
     def cache_dir(self) -> Path:
@@ -68,20 +87,3 @@ class Workspace:
             raise PatchsetError(
                 f"{self.pyproject.name} has no [tool.patchset] table"
             ) from err
-
-    def base_pin(self) -> BasePin:
-        base = self.settings().get("base", {})
-        missing = [key for key in ("package", "version", "sha256") if key not in base]
-        if missing:
-            raise PatchsetError(
-                f"[tool.patchset.base] in {self.pyproject.name} lacks: "
-                + ", ".join(missing)
-            )
-        return BasePin(
-            package=base["package"], version=base["version"], sha256=base["sha256"]
-        )
-
-    @property
-    def pristine_tree(self) -> Path:
-        """An unpacked, never-modified copy of the base (for side-by-side runs)."""
-        return self.cache_dir / "pristine" / self.base_pin().tree_name

@@ -1,12 +1,24 @@
-"""The main job, end to end, and its behaviour before the fix lands."""
+"""The main job, end to end for every target, and its behaviour before a
+target's fix lands."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, ScratchWorkspace
+from conftest import ROOT, ScratchWorkspace, V03
 from patchset import demo
+from patchset.series import read_series
 from patchset.workspace import Workspace
+
+
+def summary_rows(out: str) -> dict[str, list[str]]:
+    """The demo's closing table: target name to its three cells."""
+    rows = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 4 and cells[0] != "target":
+            rows[cells[0]] = cells[1:]
+    return rows
 
 
 def test_demo_shows_the_failure_and_the_fix():
@@ -18,20 +30,36 @@ def test_demo_shows_the_failure_and_the_fix():
     out = result.stdout
     # What users get today when the config-time check is not in the way.
     assert "Sharding propagation failed for aten.view.default" in out
-    # What they get with the series: at parallelize_fn, nothing sharded.
+    # What they get with the v0.3 series: at parallelize_fn, nothing sharded.
     assert "ValueError during parallelize" in out
     assert "0 parameters became DTensors" in out
     assert "n_kv_heads=2 in layers 3" in out
     assert "OK: forward pass returned logits [1, 32, 248320]" in out
     assert out.rstrip().endswith("runs TP=2.")
 
+    workspace = Workspace(root=ROOT)
+    rows = summary_rows(out)
+    assert list(rows) == workspace.targets().names
+    for each in workspace.every_target():
+        pristine, patched, accepted = rows[each.target.name]
+        assert pristine.startswith("RuntimeError in forward"), (each.target.name, pristine)
+        if read_series(each):
+            assert patched.startswith("ValueError in parallelize"), patched
+            assert patched.endswith("; 0 DTensors made"), patched
+            assert accepted.startswith("OK, logits ["), accepted
+        else:
+            assert patched == accepted == "no fix yet (empty series)"
+
 
 def test_demo_with_an_empty_series_says_so(scratch: ScratchWorkspace, capsys):
     for patch in scratch.patches_dir.glob("*.patch"):
         patch.unlink()
-    (scratch.patches_dir / "series").write_text("")
-    code = demo.run(Workspace(root=scratch.root), python=Path(sys.executable))
+    scratch.series_file.write_text("")
+    assert scratch.series("fork").code == 0
+    workspace = Workspace(root=scratch.root, target_name=V03)
+    code = demo.run_targets([workspace], python=Path(sys.executable))
     out = capsys.readouterr().out
     assert code == 0
     assert "The series is empty" in out
     assert "Sharding propagation failed for aten.view.default" in out
+    assert summary_rows(out)[V03][1] == "no fix yet (empty series)"

@@ -43,8 +43,8 @@ def audit_outcomes(tree: Path, report: Path) -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
-def base_recipes_tree(workspace, tmp_path_factory) -> Path:
-    fork = workspace.fork_dir
+def base_recipes_tree(v03_workspace, tmp_path_factory) -> Path:
+    fork = v03_workspace.fork_dir
     fixes = git(fork, "log", "--format=%H", "base..HEAD", "--", RECIPE_FIX_FILE).split()
     assert len(fixes) == 1, fixes
     clone = tmp_path_factory.mktemp("base-recipes") / "torchtitan"
@@ -56,9 +56,9 @@ def base_recipes_tree(workspace, tmp_path_factory) -> Path:
     return clone
 
 
-def test_audit_covers_every_recipe_on_the_fork(workspace, tmp_path):
-    outcomes = audit_outcomes(workspace.fork_dir, tmp_path / "r.xml")
-    expected = recipes_in_source(workspace.fork_dir)
+def test_audit_covers_every_recipe_on_the_fork(v03_workspace, tmp_path):
+    outcomes = audit_outcomes(v03_workspace.fork_dir, tmp_path / "r.xml")
+    expected = recipes_in_source(v03_workspace.fork_dir)
     assert len(expected) == 67
     assert set(outcomes) == expected
     assert {name: m for name, m in outcomes.items() if m is not None} == {}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, V03
+from patchset.workspace import Workspace
 
 QWEN3_5_MOE_FLAVORS = ("debugmodel_moe", "35B-A3B", "122B-A10B", "397B-A17B")
 BAD_BASE_RECIPES = {"qwen35_122b_a10b": 4, "qwen35_397b_a17b": 8}
@@ -19,7 +20,7 @@ MODELS_WITH_TP = (
 
 def series_table(*args: str) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "series"), "table", *args],
+        [sys.executable, str(ROOT / "scripts" / "series"), "table", "--target", V03, *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -78,7 +79,7 @@ def sample_flavors(rows: list[dict], model: str) -> list[dict]:
 
 def parallelize_at(model: str, flavor: str, **degrees: list[int]) -> dict[int, dict]:
     """Outcomes of parallelize_fn, from the script next to this file."""
-    fork = ROOT / "torchtitan_fork"
+    fork = Workspace(root=ROOT, target_name=V03).fork_dir
     backend = "spmd_types" if model in SPMD_TYPES_ONLY else "partial_dtensor"
     result = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("parallelize_degrees.py")),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from patchset import base
-from patchset.workspace import Workspace
+from patchset.v03_workspace import Workspace
 from upstream_pytest import run_unit_tests
 
 TESTS = Path("tests") / "unit_tests"
@@ -24,14 +24,14 @@ HELPER_TEST_FILES = (
 
 
 @pytest.fixture(scope="module")
-def fork_tests(workspace: Workspace) -> Path:
-    return workspace.fork_dir / TESTS
+def fork_tests(v03_workspace: Workspace) -> Path:
+    return v03_workspace.fork_dir / TESTS
 
 
 @pytest.mark.xdist_group("unit-tests")
-def test_unit_tests_pass_on_the_patched_fork(workspace, fork_tests, tmp_path):
+def test_unit_tests_pass_on_the_patched_fork(v03_workspace, fork_tests, tmp_path):
     run = run_unit_tests(
-        tests=fork_tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
+        tests=fork_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
     )
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
@@ -39,8 +39,8 @@ def test_unit_tests_pass_on_the_patched_fork(workspace, fork_tests, tmp_path):
 
 
 @pytest.mark.xdist_group("unit-tests")
-def test_unit_tests_fail_on_the_pristine_base(workspace, fork_tests, tmp_path):
-    pristine = base.ensure_pristine_tree(workspace)
+def test_unit_tests_fail_on_the_pristine_base(v03_workspace, fork_tests, tmp_path):
+    pristine = base.ensure_pristine_tree(v03_workspace)
     copied = tmp_path / "unit_tests"
     shutil.copytree(fork_tests, copied, ignore=shutil.ignore_patterns("__pycache__"))
     run = run_unit_tests(

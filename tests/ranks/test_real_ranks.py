@@ -57,8 +57,8 @@ def torchrun(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
     }
 
 
-def test_tp4_every_rank_fails_fast_with_the_same_error(workspace, tmp_path):
-    run = torchrun(workspace.fork_dir, tmp_path, nproc=4, args=["--mode", "launch"])
+def test_tp4_every_rank_fails_fast_with_the_same_error(v03_workspace, tmp_path):
+    run = torchrun(v03_workspace.fork_dir, tmp_path, nproc=4, args=["--mode", "launch"])
     assert run["code"] != 0
     reports = run["reports"]
     assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], run["output"][-3000:]
@@ -76,9 +76,9 @@ def test_tp4_every_rank_fails_fast_with_the_same_error(workspace, tmp_path):
 
 
 def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
-    workspace, tmp_path
+    v03_workspace, tmp_path
 ):
-    pristine = base.ensure_pristine_tree(workspace)
+    pristine = base.ensure_pristine_tree(v03_workspace)
     run = torchrun(
         pristine, tmp_path, nproc=4, args=["--mode", "launch", "--all-full-attention"]
     )
@@ -95,9 +95,9 @@ def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
 @pytest.mark.parametrize(
     "model, flavor", [("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel")]
 )
-def test_tp2_logits_match_tp1(workspace, tmp_path, model, flavor):
+def test_tp2_logits_match_tp1(v03_workspace, tmp_path, model, flavor):
     run = torchrun(
-        workspace.fork_dir, tmp_path, nproc=2,
+        v03_workspace.fork_dir, tmp_path, nproc=2,
         args=["--mode", "compare", "--model", model, "--flavor", flavor]
         + (["--all-full-attention"] if model == "qwen3_5" else []),
     )

@@ -28,7 +28,7 @@ def test_apply_twice_reports_the_series_is_there(built: ScratchWorkspace, tmp_pa
     before = tree_snapshot(target)
     result = built.series("apply", "--to", str(target))
     assert result.code == 0, result.err
-    assert "already has the series" in result.out
+    assert "already has the v0.3 series" in result.out
     assert tree_snapshot(target) == before
 
 

@@ -42,7 +42,7 @@ def test_backup_moves_unexported_work_aside(built: ScratchWorkspace):
     commit_notes(built.fork_dir)
     result = built.series("fork", "--backup")
     assert result.code == 0, result.err
-    backups = list(built.root.glob("torchtitan_fork.backup-*"))
+    backups = list(built.forks_dir.glob(f"{built.fork_dir.name}.backup-*"))
     assert len(backups) == 1
     assert git(backups[0], "log", "-1", "--format=%s").strip() == "[docs] notes"
     assert not (built.fork_dir / "NOTES.md").exists()

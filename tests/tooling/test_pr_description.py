@@ -3,14 +3,14 @@
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, V03
 
 
 def test_pr_description_and_cover_letter(tmp_path):
     mail = tmp_path / "mail"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "series"), "pr-description",
-         "--cover-letter", str(mail)],
+         "--target", V03, "--cover-letter", str(mail)],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -19,8 +19,9 @@ def test_pr_description_and_cover_letter(tmp_path):
                     "## How it was tested"):
         assert heading in body
     assert "#2574" in body.split("## What changed")[0]
+    assert "The stack applies to the torchtitan 0.3.0 release." in body
     assert body.rstrip().endswith("Fixes #2574")
-    patches = sorted(p for p in (ROOT / "patches").glob("*.patch"))
+    patches = sorted(p for p in (ROOT / "patches" / V03).glob("*.patch"))
     assert body.count("\n- **[") == len(patches)
     assert "[PATCH]" not in body
     assert "`qwen35_122b_a10b`, `qwen35_397b_a17b`" in body

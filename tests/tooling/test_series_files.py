@@ -1,4 +1,4 @@
-"""patches/series and the patch files: order, form, and the base pin."""
+"""patches/v0.3/series and the patch files: order, form, and the base pin."""
 
 from pathlib import Path
 
@@ -51,7 +51,7 @@ def test_corrupted_patch_is_named(scratch: ScratchWorkspace):
     path.write_text(text.replace("\n+", "\n+garbage ", 3).replace("@@ -", "@@ -9", 1))
     result = scratch.series("fork")
     assert result.code == 2
-    assert f"patches/{victim} does not apply" in result.err
+    assert f"patches/v0.3/{victim} does not apply" in result.err
     assert not scratch.fork_dir.exists(), "a half-patched fork was left behind"
 
 
@@ -60,7 +60,7 @@ def test_patch_without_headers_is_named(scratch: ScratchWorkspace):
     (scratch.patches_dir / victim).write_text("just some text\n")
     result = scratch.series("fork")
     assert result.code == 2
-    assert f"patches/{victim} is not a git format-patch file" in result.err
+    assert f"patches/v0.3/{victim} is not a git format-patch file" in result.err
 
 
 def test_missing_file_listed_in_series_is_named(scratch: ScratchWorkspace):
@@ -68,22 +68,22 @@ def test_missing_file_listed_in_series_is_named(scratch: ScratchWorkspace):
     (scratch.patches_dir / victim).unlink()
     result = scratch.series("fork")
     assert result.code == 2
-    assert f"lists files that do not exist: patches/{victim}" in result.err
+    assert f"lists files that do not exist: patches/v0.3/{victim}" in result.err
 
 
 def test_patch_not_listed_in_series_is_named(scratch: ScratchWorkspace):
     (scratch.patches_dir / "0099-stray.patch").write_text("From 0\n")
     result = scratch.series("fork")
     assert result.code == 2
-    assert "patches/series does not list: patches/0099-stray.patch" in result.err
+    assert "patches/v0.3/series does not list: patches/v0.3/0099-stray.patch" in result.err
 
 
 def test_wrong_base_hash_is_refused(scratch: ScratchWorkspace):
-    pyproject = scratch.root / "pyproject.toml"
+    pins = scratch.root / "patches" / "targets.toml"
     wrong = "0" * 64
-    text = pyproject.read_text()
+    text = pins.read_text()
     pinned = next(l for l in text.splitlines() if l.startswith("sha256 = "))
-    pyproject.write_text(text.replace(pinned, f'sha256 = "{wrong}"'))
+    pins.write_text(text.replace(pinned, f'sha256 = "{wrong}"'))
     result = scratch.series("fork")
     assert result.code == 2
     assert "torchtitan-0.3.0.tar.gz has sha256" in result.err

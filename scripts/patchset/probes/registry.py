@@ -5,7 +5,11 @@ tree is first on PYTHONPATH.
 
   flavors  every model package's flavors, built on the meta device, with the
            head counts tensor parallelism shards and the TP degrees that the
-           fork's rule (``validate_tp_head_counts``) accepts
+           fork's rule accepts. The series provides the head counts:
+           ``get_tp_sharded_head_counts(model)`` and the rule
+           ``validate_tp_head_counts`` in 0.3.0, and
+           ``_tp_sharded_head_counts(model_or_config)`` on upstream main,
+           whose rule is that the degree divides every count
   recipes  every trainer recipe in the packages' ``config_registry`` modules,
            with the flavor it trains and its TP degree; needs no part
            of the series, so it also reads the pristine base
@@ -59,28 +63,48 @@ def head_kind(count) -> str:
     return HEAD_KINDS[count.name]
 
 
+def accepts(counts, degree: int, *, model_name: str) -> bool:
+    """Whether the fork's rule accepts ``degree`` for these head counts."""
+    from torchtitan.distributed import utils
+
+    validate = getattr(utils, "validate_tp_head_counts", None)
+    if validate is None:
+        return all(count.value % degree == 0 for count in counts)
+    try:
+        validate(counts, tp_degree=degree, model_name=model_name)
+    except ValueError:
+        return False
+    return True
+
+
 def valid_tp_degrees(counts, *, model_name: str) -> list[int] | None:
     """Degrees the fork's rule accepts; None when TP shards no heads."""
-    from torchtitan.distributed.utils import validate_tp_head_counts
-
     if not counts:
         return None
-    valid = []
-    for degree in range(1, min(count.value for count in counts) + 1):
-        try:
-            validate_tp_head_counts(counts, tp_degree=degree, model_name=model_name)
-        except ValueError:
-            continue
-        valid.append(degree)
-    return valid
+    return [
+        degree
+        for degree in range(1, min(count.value for count in counts) + 1)
+        if accepts(counts, degree, model_name=model_name)
+    ]
+
+
+def sharded_head_counts(model) -> list:
+    """The head counts TP shards in ``model``, by whichever name the tree has."""
+    from torchtitan.distributed import utils
+
+    for name in ("get_tp_sharded_head_counts", "_tp_sharded_head_counts"):
+        if hasattr(utils, name):
+            return list(getattr(utils, name)(model))
+    raise LookupError(
+        "torchtitan.distributed.utils has neither get_tp_sharded_head_counts nor "
+        "_tp_sharded_head_counts: this tree does not have the series"
+    )
 
 
 def describe_flavor(model_name: str, flavor: str, registry) -> dict:
-    from torchtitan.distributed.utils import get_tp_sharded_head_counts
-
     with torch.device("meta"):
         model = registry(flavor).model.build()
-    counts = get_tp_sharded_head_counts(model)
+    counts = sharded_head_counts(model)
     heads: dict[str, list[int]] = {}
     for count in counts:
         values = heads.setdefault(head_kind(count), [])
