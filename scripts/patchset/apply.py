@@ -149,14 +149,15 @@ def apply_first_fitting(candidates: list[Workspace], target: Path) -> str:
         except Conflict as conflict:
             failures.append(f"{name}: {conflict}")
             continue
+        passed_over = "".join(f"\n  passed over {failure}" for failure in failures)
         if result.already_present:
             return (
                 f"{target} already has the {name} series "
-                f"({len(result.already_present)} patches); nothing applied"
+                f"({len(result.already_present)} patches); nothing applied{passed_over}"
             )
         return (
             f"applied the {name} series ({len(result.applied)} patches) to {target} "
-            "with git am --3way"
+            f"with git am --3way{passed_over}"
         )
     raise PatchsetError(
         f"no target's series applies to {target}; the checkout is back at "

@@ -79,7 +79,9 @@ def brief(report: dict) -> str:
     """One line: where and how a scenario ended."""
     if report["outcome"] == "ok":
         return f"OK, logits {report['logits_shape']}" if "logits_shape" in report else "OK"
-    first_line = report["error"].splitlines()[0][:70]
+    first_line = report["error"].splitlines()[0]
+    if len(first_line) > 60:
+        first_line = first_line[:60].rstrip() + "…"
     return (
         f"{report['error_type']} in {report['stage']} at {report['raised_at']}: "
         f"{first_line}"
