@@ -16,7 +16,7 @@ from patchset.workspace import Workspace
 ROOT = Path(__file__).resolve().parents[1]
 V03 = "v0.3"
 # Commands that set up or choose every target, and take no --target.
-EVERY_TARGET_COMMANDS = ("setup", "test")
+EVERY_TARGET_COMMANDS = ("setup", "test", "targets")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.com",

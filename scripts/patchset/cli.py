@@ -110,6 +110,12 @@ def cmd_rebase(workspace: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_targets(workspace: Workspace, args: argparse.Namespace) -> int:
+    for each in workspace.every_target():
+        print(each.target.name)
+    return 0
+
+
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
     # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
@@ -164,9 +170,10 @@ SUBCOMMANDS = (
                 "with a cover letter"),)),
     ("test", cmd_test,
      "set up, then run the tests with pytest (other arguments go to pytest)", ()),
+    ("targets", cmd_targets, "list the pinned targets, the default first", ()),
 )
-# Commands that act on one target. The others set up, or choose, every target.
-WITHOUT_TARGET = ("test", "setup")
+# Commands that act on one target. The others set up, list or choose every target.
+WITHOUT_TARGET = ("test", "setup", "targets")
 
 
 def build_parser() -> argparse.ArgumentParser:

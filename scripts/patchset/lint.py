@@ -124,10 +124,25 @@ def rules_of_tree(fork: Path) -> Rules | None:
     license_file = license_args[license_args.index("--license-filepath") + 1]
     return Rules(
         flake8_args=tuple(hook_args(config, "flake8")),
-        pydoclint_args=tuple(hook_args(config, "pydoclint")),
+        pydoclint_args=pydoclint_args(fork, hook_args(config, "pydoclint")),
         license_header=commented(git.output(fork, "show", f"{BASE_TAG}:{license_file}")),
         origin="the base's .pre-commit-config.yaml and .flake8",
     )
+
+
+def pydoclint_args(fork: Path, args: list[str]) -> tuple[str, ...]:
+    """The hook's arguments, less a ``--config=FILE`` whose FILE has no
+    [tool.pydoclint] table: the pydoclint the hook pins reads its defaults
+    then, the one installed here refuses to start."""
+    kept = []
+    for arg in args:
+        if arg.startswith("--config="):
+            text = git.run(fork, "show", f"{BASE_TAG}:{arg.removeprefix('--config=')}",
+                           check=False).stdout
+            if "[tool.pydoclint]" not in text:
+                continue
+        kept.append(arg)
+    return tuple(kept)
 
 
 def rules_of_settings(workspace: Workspace) -> Rules:
