@@ -1,6 +1,7 @@
 """Tooling for the torchtitan tensor-parallel head-count patch series.
 
-The series lives in ``patches/`` (ordered by ``patches/series``) and is
-developed in ``torchtitan_fork/``, a git checkout generated from the pinned
-upstream sdist plus one commit per patch.
+Each target pinned in ``patches/targets.toml`` has its series in
+``patches/TARGET/`` (ordered by its ``series`` file), developed in
+``torchtitan_fork/TARGET/``: a git checkout of the pinned upstream tree plus
+one commit per patch.
 """

@@ -326,6 +326,9 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
 
 
 def print_report(report: dict[str, list[Finding]]) -> int:
+    if not report:
+        print("the series is empty: nothing to lint")
+        return 0
     total = 0
     for name, findings in report.items():
         print(f"{'clean' if not findings else f'{len(findings)} new'}  {name}")
