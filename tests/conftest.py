@@ -118,3 +118,11 @@ def tree_snapshot(repo: Path) -> tuple[str, str, dict[str, str]]:
         if name and (repo / name).is_file()
     }
     return git(repo, "rev-parse", "HEAD"), git(repo, "status", "--porcelain"), hashes
+
+
+def commit_change_at_end_of_utils(repo: Path) -> None:
+    """A local commit where the series' first patch adds its helper, so that
+    the patch conflicts there."""
+    utils = repo / "torchtitan" / "distributed" / "utils.py"
+    utils.write_text(utils.read_text() + "\n\ndef local_helper():\n    return 1\n")
+    git(repo, "commit", "--quiet", "-am", "local change at the end of utils.py")

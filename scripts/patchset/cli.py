@@ -12,9 +12,6 @@ from patchset.workspace import Workspace
 
 def set_up(workspace: Workspace) -> Path:
     """Every target's fork and the venv; return the venv's python."""
-    moved = fork.adopt_single_fork(workspace)
-    if moved:
-        print(f"note: {moved}")
     for each in workspace.every_target():
         if not each.fork_dir.exists():
             print(fork.refresh(each))
@@ -206,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace.from_script_location(args.target)
     try:
         workspace.targets().get(args.target)  # refuses an unknown name, or pins and folders that disagree
+        moved = fork.adopt_single_fork(workspace)
+        if moved:
+            print(f"note: {moved}", file=sys.stderr)
         return args.handler(workspace, args)
     except PatchsetError as error:
         print(f"error: {error}", file=sys.stderr)

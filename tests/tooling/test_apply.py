@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-from conftest import git, ScratchWorkspace, tree_snapshot
+from conftest import commit_change_at_end_of_utils, git, ScratchWorkspace, tree_snapshot
 
 
 def base_checkout(built: ScratchWorkspace, dest: Path) -> Path:
@@ -34,9 +34,7 @@ def test_apply_twice_reports_the_series_is_there(built: ScratchWorkspace, tmp_pa
 
 def test_conflict_leaves_the_checkout_untouched(built: ScratchWorkspace, tmp_path: Path):
     target = base_checkout(built, tmp_path / "target")
-    utils = target / "torchtitan" / "distributed" / "utils.py"
-    utils.write_text(utils.read_text() + "\n\ndef local_helper():\n    return 1\n")
-    git(target, "commit", "--quiet", "-am", "local change at the end of utils.py")
+    commit_change_at_end_of_utils(target)
     before = tree_snapshot(target)
     result = built.series("apply", "--to", str(target))
     assert result.code == 2

@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, make_scratch, ROOT, ScratchWorkspace, tree_snapshot, V03
+from conftest import (
+    commit_change_at_end_of_utils,
+    git,
+    make_scratch,
+    ROOT,
+    ScratchWorkspace,
+    tree_snapshot,
+    V03,
+)
 from patchset import base, sdist
 from patchset.series import read_series
 from patchset.workspace import Workspace
@@ -72,9 +80,7 @@ def test_picks_main_on_main_and_v03_on_the_release(with_main_series, tmp_path):
 
 def test_no_series_applies_and_the_checkout_is_untouched(with_main_series, tmp_path):
     checkout = release_checkout(with_main_series, tmp_path / "release" / "torchtitan")
-    utils = checkout / "torchtitan" / "distributed" / "utils.py"
-    utils.write_text(utils.read_text() + "\n\ndef local_helper():\n    return 1\n")
-    git(checkout, "commit", "--quiet", "-am", "local change at the end of utils.py")
+    commit_change_at_end_of_utils(checkout)
     before = tree_snapshot(checkout)
     result = with_main_series.series("apply", "--to", str(checkout))
     assert result.code == 2

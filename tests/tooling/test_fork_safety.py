@@ -67,3 +67,20 @@ def test_new_patches_on_disk_rebuild_the_fork(built: ScratchWorkspace):
     assert result.code == 0, result.err
     count = git(built.fork_dir, "rev-list", "--count", "base..HEAD").strip()
     assert int(count) == len(names) - 1
+
+
+def test_single_fork_of_before_targets_moves_to_its_target(built: ScratchWorkspace):
+    """torchtitan_fork/ used to be the fork itself: it moves, work and all,
+    to the folder of the target whose pin made its base."""
+    commit_notes(built.fork_dir)
+    forks = built.forks_dir
+    old = forks.with_name("old-fork")
+    built.fork_dir.replace(old)
+    forks.rmdir()
+    old.replace(forks)
+    result = built.series("targets")
+    assert result.code == 0, result.err
+    assert "moved the single torchtitan_fork/ of before targets to torchtitan_fork/v0.3/" \
+        in result.err
+    assert sorted(path.name for path in forks.iterdir()) == ["v0.3"]
+    assert git(built.fork_dir, "log", "-1", "--format=%s").strip() == "[docs] notes"
