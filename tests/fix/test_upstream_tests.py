@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from patchset import base
-from patchset.v03_workspace import Workspace
+from patchset.workspace import Workspace
 from upstream_pytest import run_unit_tests
 
 TESTS = Path("tests") / "unit_tests"
