@@ -1,0 +1,72 @@
+"""The main series' upstream-bound tests: green on the fork, red on pristine
+main for the reason the series exists.
+
+The negative control copies the series' test files into a run against the
+pristine main tree: the tests of the check must fail there because the
+check is missing (the helper does not exist, or parallelize_fn accepts an
+invalid degree), while upstream's own tests and the valid degree pass.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from patchset import base
+from upstream_pytest import run_unit_tests
+
+UNIT_TESTS = Path("tests") / "unit_tests"
+SERIES_TEST_FILES = ("test_tp_kv_heads_validation.py", "test_recipe_tp_degree.py")
+MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
+
+pytestmark = pytest.mark.xdist_group("unit-tests")
+
+
+@pytest.fixture(scope="module")
+def main(workspace):
+    return workspace.at("main")
+
+
+def series_tests(fork: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for name in SERIES_TEST_FILES:
+        shutil.copy(fork / UNIT_TESTS / name, dest / name)
+    return dest
+
+
+def test_series_tests_pass_on_the_main_fork(main, tmp_path):
+    tests = series_tests(main.fork_dir, tmp_path / "unit_tests")
+    run = run_unit_tests(tests=tests, torchtitan_tree=main.fork_dir, report=tmp_path / "r.xml")
+    assert run["returncode"] == 0, run["output"][-3000:]
+    assert len(run["outcomes"]) >= 15
+    assert all(message is None for message in run["outcomes"].values())
+
+
+def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path):
+    pristine = base.ensure_pristine_tree(main)
+    tests = series_tests(main.fork_dir, tmp_path / "unit_tests")
+    run = run_unit_tests(tests=tests, torchtitan_tree=pristine, report=tmp_path / "r.xml")
+    assert run["returncode"] != 0
+    outcomes = run["outcomes"]
+
+    def outcome(test: str) -> str | None:
+        (name,) = [name for name in outcomes if name.endswith(test)]
+        return outcomes[name]
+
+    # Upstream's own tests of the config-time check, and a valid degree.
+    upstream = {n: m for n, m in outcomes.items() if "TestTPKVHeadsValidation::" in n}
+    assert len(upstream) == 5 and all(m is None for m in upstream.values()), upstream
+    assert outcome("::test_tp2_shards_kv_heads") is None
+
+    # The check is missing: parallelize_fn accepts TP=4 on Qwen3.5 MoE ...
+    tp4 = outcome("::test_tp4_raises_at_config_time_and_in_parallelize_fn")
+    assert "None != 'tensor_parallel_degree (4) must divide n_kv_heads (2).'" in tp4
+    # ... and every other parallelize_fn goes past the point where it would check.
+    assert "parallelize_fn did not check the TP degree first" in outcome(
+        "::test_invalid_degree_raises_before_sharding"
+    )
+    for test in ("::test_kv_heads_message", "::test_hf_transformers_backend_declares_its_kv_heads"):
+        assert MISSING_HELPER in outcome(test), test
+    # The recipe audit cannot import the helper; pytest reports the module.
+    audit = [m for n, m in outcomes.items() if "test_recipe_tp_degree" in n]
+    assert audit and all(m and "validate_tensor_parallel_degree" in m for m in audit), audit
