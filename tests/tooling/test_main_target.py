@@ -1,6 +1,7 @@
 """What the main target does differently: its lint rules come from its own
 tree, the venv installs no torchtitan, and the PR names the pinned commit."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,20 @@ def test_pr_description_names_the_pinned_main_commit():
     main = Workspace(root=ROOT, target_name="main")
     commit = main.target.pin.commit
     assert pr.based_on(main) == f"The stack applies to `main` at {commit} with plain `git am`."
+
+
+def test_main_table_reads_the_series_helper_from_the_config():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "series"), "table", "--target", "main",
+         "--json"],
+        capture_output=True, text=True, timeout=900,
+    )
+    main = Workspace(root=ROOT, target_name="main")
+    if not (main.patches_dir / "series").read_text().count(".patch"):
+        assert result.returncode == 2 and "has no series yet" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)
+    qwen = {row["flavor"]: row for row in rows if row["model"] == "qwen3_5"}
+    assert qwen["debugmodel_moe"]["heads"]["kv"] == [2]
+    assert qwen["debugmodel_moe"]["valid_tp"] == [1, 2]

@@ -6,10 +6,10 @@ tree is first on PYTHONPATH.
   flavors  every model package's flavors, built on the meta device, with the
            head counts tensor parallelism shards and the TP degrees that the
            fork's rule accepts. The series provides the head counts:
-           ``get_tp_sharded_head_counts(model)`` and the rule
-           ``validate_tp_head_counts`` in 0.3.0, and
-           ``_tp_sharded_head_counts(model_or_config)`` on upstream main,
-           whose rule is that the degree divides every count
+           ``get_tp_sharded_head_counts(model)`` of the built model and the
+           rule ``validate_tp_head_counts`` in 0.3.0, and
+           ``_tp_sharded_head_counts(model_config)`` on upstream main, whose
+           rule is that the degree divides every count
   recipes  every trainer recipe in the packages' ``config_registry`` modules,
            with the flavor it trains and its TP degree; needs no part
            of the series, so it also reads the pristine base
@@ -88,13 +88,15 @@ def valid_tp_degrees(counts, *, model_name: str) -> list[int] | None:
     ]
 
 
-def sharded_head_counts(model) -> list:
-    """The head counts TP shards in ``model``, by whichever name the tree has."""
+def sharded_head_counts(model_config) -> list:
+    """The head counts TP shards in the model, by whichever helper the tree has."""
     from torchtitan.distributed import utils
 
-    for name in ("get_tp_sharded_head_counts", "_tp_sharded_head_counts"):
-        if hasattr(utils, name):
-            return list(getattr(utils, name)(model))
+    if hasattr(utils, "get_tp_sharded_head_counts"):
+        with torch.device("meta"):
+            return list(utils.get_tp_sharded_head_counts(model_config.build()))
+    if hasattr(utils, "_tp_sharded_head_counts"):
+        return list(utils._tp_sharded_head_counts(model_config))
     raise LookupError(
         "torchtitan.distributed.utils has neither get_tp_sharded_head_counts nor "
         "_tp_sharded_head_counts: this tree does not have the series"
@@ -102,9 +104,7 @@ def sharded_head_counts(model) -> list:
 
 
 def describe_flavor(model_name: str, flavor: str, registry) -> dict:
-    with torch.device("meta"):
-        model = registry(flavor).model.build()
-    counts = sharded_head_counts(model)
+    counts = sharded_head_counts(registry(flavor).model)
     heads: dict[str, list[int]] = {}
     for count in counts:
         values = heads.setdefault(head_kind(count), [])
