@@ -80,3 +80,21 @@ def test_bisect_check_stops_at_the_patch_that_breaks_a_test(first_patch_only):
     assert "FAILED" in steps[1].summary and "failed" in steps[1].summary
     # The scratch checkout is gone; the fork is untouched.
     assert git(first_patch_only.fork_dir, "worktree", "list").count("\n") == 1
+
+
+def test_bisect_check_blames_only_tests_that_passed_on_the_base():
+    lines = [
+        "FAILED tests/unit_tests/test_a.py::test_one - AssertionError: no",
+        "ERROR tests/unit_tests/test_b.py - ImportError while impor...",
+        "2 failed, 5 passed",
+    ]
+    failing = bisect.failing_tests(lines)
+    assert failing == {"tests/unit_tests/test_a.py::test_one", "tests/unit_tests/test_b.py"}
+    run = bisect.TestRun(completed=True, failing=failing, last_line=lines[-1])
+    assert bisect.verdict(run, baseline=failing)[0] is True
+    ok, summary = bisect.verdict(run, baseline=frozenset({"tests/unit_tests/test_b.py"}))
+    assert not ok
+    assert "FAILED tests/unit_tests/test_a.py::test_one" in summary
+    assert "FAILED tests/unit_tests/test_b.py" not in summary
+    crashed = bisect.TestRun(completed=False, failing=frozenset(), last_line="interrupted")
+    assert bisect.verdict(crashed, baseline=frozenset())[0] is False
