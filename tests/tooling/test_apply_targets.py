@@ -46,8 +46,12 @@ def release_checkout(workspace: Workspace, dest: Path) -> Path:
 @pytest.fixture
 def with_main_series(tmp_path: Path) -> ScratchWorkspace:
     """A scratch workspace whose main series is one small patch to a line
-    that only main has (made by the tooling: fork, commit, export)."""
+    that only main has (made by the tooling: fork, commit, export), in place
+    of the repository's main series."""
     scratch = make_scratch(tmp_path / "ws", target_name="main")
+    for patch in scratch.patches_dir.glob("*.patch"):
+        patch.unlink()
+    scratch.series_file.write_text("")
     assert scratch.series("fork").code == 0
     path = scratch.fork_dir / SHARDING
     text = path.read_text()
