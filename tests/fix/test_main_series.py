@@ -65,7 +65,11 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     assert "parallelize_fn did not check the TP degree first" in outcome(
         "::test_invalid_degree_raises_before_sharding"
     )
-    for test in ("::test_kv_heads_message", "::test_hf_transformers_backend_declares_its_kv_heads"):
+    for test in (
+        "::test_kv_heads_message",
+        "::test_gated_delta_net_heads_alone",
+        "::test_hf_transformers_backend_checks_its_kv_heads",
+    ):
         assert MISSING_HELPER in outcome(test), test
     # The recipe audit cannot import the helper; pytest reports the module.
     audit = [m for n, m in outcomes.items() if "test_recipe_tp_degree" in n]
