@@ -18,25 +18,38 @@ Tensor parallelism shards head-sharded projections (`wq`/`wk`/`wv`,
 Qwen3.5's GatedDeltaNet projections and convolutions, vision attention) by
 output features, so `tensor_parallel_degree` must divide every head count it
 splits. Nothing checks this in `parallelize_fn`: the Qwen3.5 MoE models have
-two KV heads, and with TP=4 the first forward pass fails in a reshape
-(`Sharding propagation failed for aten.view.default(...)`) instead of at
-start-up with a message that says what to change (#2574). Two shipped
-recipes ask for such a degree."""
+two KV heads, and with TP=4 and the TP sharding configs in place the first
+forward pass fails in a reshape (`Sharding propagation failed for
+aten.view.default(...)`) instead of at start-up with a message that says
+what to change (#2574). Two shipped recipes ask for such a degree.
+
+What the `parallelize_fn` check adds: every shipped entry point (trainer,
+forge, torchft, graph_trainer precompile, RL) calls `update_from_config`
+first, whose check already refused TP=4 on Qwen3.5, but looked only at the
+first attention layer. The call in each `parallelize_fn` protects direct
+callers and any path that skips the config step; the config-time check now
+covers every layer and every head-sharded module, with the same message."""
 
 TESTED = """\
 CPU only, on a `fake` process group:
 
 ```sh
-pytest tests/unit_tests/test_tp_degree_validation.py \\
-       tests/unit_tests/test_tp_sharded_head_counts.py \\
-       tests/unit_tests/test_parallelize_tp_degree.py \\
-       tests/unit_tests/test_recipe_parallelism.py
+pytest {test_files}
 ```
 
-Every commit of the stack passes the unit tests that exist at that commit,
+Every commit of the stack passes the unit tests that exist at that commit
+(compared with the base, whose own failures are not blamed on the stack),
 and each is clean under the pre-commit rules (flake8 with its plugins, ufmt
 with black 22.12.0 and usort 1.0.5, codespell, pydoclint, pyrefly 0.45.1,
 the license header)."""
+
+
+def _tested(workspace: Workspace) -> str:
+    """How it was tested, naming the test files the stack adds or changes."""
+    changed = git.output(
+        workspace.fork_dir, "diff", "--name-only", f"{BASE_TAG}..HEAD", "--", "tests"
+    ).split()
+    return TESTED.format(test_files=" \\\n       ".join(changed))
 
 
 def _changes(workspace: Workspace) -> str:
@@ -81,7 +94,7 @@ def description(workspace: Workspace, *, python: Path) -> str:
             + fixed_note,
             table.to_markdown(rows),
             "## How it was tested",
-            TESTED,
+            _tested(workspace),
             "Fixes #2574",
         ]
     ) + "\n"
