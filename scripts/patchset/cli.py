@@ -57,6 +57,14 @@ def cmd_demo(workspace: Workspace, args: argparse.Namespace) -> int:
     return demo.run_targets(chosen, python=python)
 
 
+def cmd_check_cost(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import check_cost
+
+    python = set_up(workspace)
+    chosen = [workspace] if args.target else workspace.every_target()
+    return check_cost.run_targets(chosen, python=python)
+
+
 def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import table
 
@@ -150,6 +158,9 @@ SUBCOMMANDS = (
                 "checkout", required=True),)),
     ("demo", cmd_demo, "set up, then show TP=4 on Qwen3.5 MoE before and after the fix, "
      "for every target (or --target)", ()),
+    ("check-cost", cmd_check_cost,
+     "set up, then time the TP check in parallelize_fn against a valid parallelize_fn "
+     "(Qwen3.5 397B-A17B) for every target (or --target)", ()),
     ("table", cmd_table,
      "print every model flavor's TP head counts, valid TP degrees and recipes "
      "(exit status 1 if a recipe asks for an invalid TP)",

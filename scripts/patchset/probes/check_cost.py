@@ -1,0 +1,119 @@
+"""Time the TP check inside ``parallelize_fn``; print JSON.
+
+Runs inside the project's virtual environment against whichever torchtitan
+tree is first on PYTHONPATH. On the meta-device model of one Qwen3.5 flavor,
+under a ``fake`` process group of ``--world-size`` ranks, it times in one
+process, each run on a fresh model: ``parallelize_fn`` at an invalid degree,
+from the call to the ``ValueError``, and a full ``parallelize_fn`` at a valid
+degree after one warm-up run. Each figure is the best of ``--repeat`` runs,
+so the ratio errs against the check. The ``partial_dtensor`` SPMD backend is
+used because it can parallelize several models in one process (a second
+``fully_shard`` under ``spmd_types`` trips over the device mesh cached by the
+first); the invalid degree is refused before any backend-specific work.
+"""
+
+import argparse
+import json
+import sys
+import time
+import types
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+from qwen35_tp import set_sharding_config
+
+SPMD_BACKEND = "partial_dtensor"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flavor", default="397B-A17B")
+    parser.add_argument("--world-size", type=int, default=8)
+    parser.add_argument("--invalid-tp", type=int, default=4)
+    parser.add_argument("--valid-tp", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    return parser.parse_args()
+
+
+def parallelize_seconds(
+    spec, *, tp: int, world_size: int, configure: bool
+) -> tuple[float, str]:
+    """One ``parallelize_fn`` call on a fresh meta model: its wall time and
+    the ``ValueError`` it raised ("" if none)."""
+    from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
+    from torchtitan.distributed import ParallelDims
+
+    parallelism = ParallelismConfig(tensor_parallel_degree=tp, spmd_backend=SPMD_BACKEND)
+    if configure:
+        spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
+    else:
+        set_sharding_config(spec.model)
+    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
+        parallel_dims = ParallelDims.from_config(parallelism, world_size)
+        parallel_dims.build_mesh()
+        with torch.device("meta"):
+            model = spec.model.build()
+        started = time.perf_counter()
+        try:
+            spec.parallelize_fn(
+                model,
+                parallel_dims=parallel_dims,
+                training=TrainingConfig(),
+                parallelism=parallelism,
+                compile_config=CompileConfig(),
+                ac_config=None,
+                dump_folder="",
+            )
+        except ValueError as error:
+            return time.perf_counter() - started, str(error)[:300]
+        return time.perf_counter() - started, ""
+
+
+def main() -> int:
+    args = parse_args()
+    import torchtitan
+    from torchtitan.distributed.utils import set_spmd_backend
+    from torchtitan.models import qwen3_5
+
+    set_spmd_backend(SPMD_BACKEND)
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.world_size)
+    try:
+        invalid_runs = [
+            parallelize_seconds(
+                qwen3_5.model_registry(args.flavor), tp=args.invalid_tp,
+                world_size=args.world_size, configure=False,
+            )
+            for _ in range(args.repeat)
+        ]
+        valid_runs = [
+            parallelize_seconds(
+                qwen3_5.model_registry(args.flavor), tp=args.valid_tp,
+                world_size=args.world_size, configure=True,
+            )
+            for _ in range(args.repeat + 1)
+        ][1:]
+    finally:
+        dist.destroy_process_group()
+    invalid = min(seconds for seconds, _ in invalid_runs)
+    valid = min(seconds for seconds, _ in valid_runs)
+    print(json.dumps({
+        "torchtitan": torchtitan.__file__,
+        "flavor": args.flavor,
+        "world_size": args.world_size,
+        "spmd_backend": SPMD_BACKEND,
+        "invalid_tp": args.invalid_tp,
+        "invalid_errors": sorted({error for _, error in invalid_runs}),
+        "invalid_ms": round(invalid * 1e3, 3),
+        "valid_tp": args.valid_tp,
+        "valid_errors": sorted({error for _, error in valid_runs}),
+        "valid_ms": round(valid * 1e3, 3),
+        "ratio": round(invalid / valid, 5),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
