@@ -101,6 +101,18 @@ def scratch(tmp_path: Path) -> ScratchWorkspace:
     return make_scratch(tmp_path / "ws", target_name=V03)
 
 
+def keep_first_patch(workspace: ScratchWorkspace) -> ScratchWorkspace:
+    """Cut the scratch series to its first patch and build its fork: a test
+    that adds a patch of its own then checks two steps, not the whole series."""
+    names = [n for n in workspace.series_file.read_text().split() if n.endswith(".patch")]
+    for name in names[1:]:
+        (workspace.patches_dir / name).unlink()
+    workspace.series_file.write_text(names[0] + "\n")
+    result = workspace.series("fork")
+    assert result.code == 0, result.err
+    return workspace
+
+
 @pytest.fixture
 def built(scratch: ScratchWorkspace) -> ScratchWorkspace:
     """A scratch workspace whose v0.3 fork has been built."""

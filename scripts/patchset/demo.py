@@ -1,11 +1,14 @@
 """The main job: TP=4 on Qwen3.5 MoE before and after the fix, then TP=2,
 for each target.
 
-Each scenario runs ``probes/qwen35_tp.py`` in a fresh interpreter of the
-project's venv, with the target's pristine base or patched fork first on
-PYTHONPATH, and reports what happened. A summary gives one row per target.
+The scenarios of each tree run in ``probes/qwen35_tp.py``, in one
+interpreter of the project's venv per tree (the target's pristine base or
+patched fork first on PYTHONPATH), each on a freshly built model under its
+own fake process group, and report what happened. A summary gives one row
+per target.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,10 @@ from patchset.workspace import Workspace
 FLAVOR = "debugmodel_moe"
 
 
-def qwen35_probe(python: Path, tree: Path, *args: str) -> dict:
-    return run_probe(python, tree, "qwen35_tp", "--flavor", FLAVOR, *args)
+def qwen35_probe(python: Path, tree: Path, *scenarios: dict) -> list[dict]:
+    """Each scenario's report, from one interpreter with ``tree`` on the path."""
+    args = [json.dumps(scenario) for scenario in scenarios]
+    return run_probe(python, tree, "qwen35_tp", "--flavor", FLAVOR, *args)["reports"]
 
 
 def describe(report: dict) -> str:
@@ -93,19 +98,19 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
     pristine = base.ensure_pristine_tree(workspace)
     fork = workspace.fork_dir
     n_patches = len(read_series(workspace))
-    tp4 = ("--tp", "4")
-    forward_on_cpu = ("--stage", "forward", "--all-full-attention")
+    tp4_config = {"tp": 4, "stage": "config"}
+    forward_on_cpu = {"stage": "forward", "all_full_attention": True}
     print(f"\n=== target {name}: Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), "
           "fake process group on CPU")
 
-    show(
-        f"{name} pristine base, trainer path: update_from_config with TP=4",
-        qwen35_probe(python, pristine, *tp4, "--stage", "config"),
+    config_check, unchecked = qwen35_probe(
+        python, pristine, tp4_config, {"tp": 4, **forward_on_cpu, "skip_config_check": True}
     )
-    unchecked = show(
+    show(f"{name} pristine base, trainer path: update_from_config with TP=4", config_check)
+    show(
         f"{name} pristine base, parallelize_fn with TP=4 sharding in place, "
         "then a forward pass",
-        qwen35_probe(python, pristine, *tp4, *forward_on_cpu, "--skip-config-check"),
+        unchecked,
     )
     if n_patches == 0:
         print(
@@ -117,18 +122,15 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         return TargetRow(target=name, pristine=brief(unchecked), patched=no_fix,
                          accepted=no_fix)
 
-    rejected = show(
-        f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4",
-        qwen35_probe(python, fork, *tp4, "--stage", "parallelize", "--skip-config-check"),
+    rejected, config_time, accepted = qwen35_probe(
+        python, fork,
+        {"tp": 4, "stage": "parallelize", "skip_config_check": True},
+        tp4_config,
+        {"tp": 2, **forward_on_cpu},
     )
-    config_time = show(
-        f"{name} patched fork, trainer path: update_from_config with TP=4",
-        qwen35_probe(python, fork, *tp4, "--stage", "config"),
-    )
-    accepted = show(
-        f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward",
-        qwen35_probe(python, fork, "--tp", "2", *forward_on_cpu),
-    )
+    show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
+    show(f"{name} patched fork, trainer path: update_from_config with TP=4", config_time)
+    show(f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)
 
     patched = brief(rejected)
     if "dtensor_parameters" in rejected:

@@ -1,12 +1,18 @@
-"""Run a model flavor's real parallelize_fn at given TP degrees; print JSON.
+"""Run model flavors' real parallelize_fn at given TP degrees; print JSON.
 
 Runs in the project's venv with the fork first on PYTHONPATH, through the
-fake-process-group harness of the fork's own unit tests.
+fake-process-group harness of the fork's own unit tests. The plan is a JSON
+list of runs, done in order in this one process (one import of torchtitan
+for all of them):
 
-  --reject  degrees expected to be refused: parallelize_fn runs without
-            update_from_config first, so only its own check can refuse them
-  --accept  degrees expected to go through: update_from_config runs first,
-            as in the trainer, so that TP really shards the model
+  {"model": ..., "flavor": ..., "spmd_backend": ..., "reject": [...], "accept": [...]}
+
+  reject  degrees expected to be refused: parallelize_fn runs without
+          update_from_config first, so only its own check can refuse them
+  accept  degrees expected to go through: update_from_config runs first,
+          as in the trainer, so that TP really shards the model
+
+The output maps ``model/flavor`` to each degree's outcome.
 """
 
 import argparse
@@ -23,35 +29,34 @@ def load_harness(fork: Path):
     return harness
 
 
-def degrees(text: str) -> list[int]:
-    return [int(d) for d in text.split(",") if d]
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fork", type=Path)
-    parser.add_argument("model")
-    parser.add_argument("flavor")
-    parser.add_argument("--spmd-backend", default="partial_dtensor")
-    parser.add_argument("--reject", type=degrees, default=[])
-    parser.add_argument("--accept", type=degrees, default=[])
-    args = parser.parse_args()
-    harness = load_harness(args.fork)
+def outcomes_of(harness, run: dict) -> dict[int, dict]:
     outcome = {}
-    for configure, wanted in ((False, args.reject), (True, args.accept)):
+    for configure, wanted in ((False, run["reject"]), (True, run["accept"])):
         for degree in wanted:
             model, error = harness._parallelize(
-                args.model,
-                args.flavor,
+                run["model"],
+                run["flavor"],
                 tp=degree,
-                spmd_backend=args.spmd_backend,
+                spmd_backend=run["spmd_backend"],
                 configure=configure,
             )
             outcome[degree] = {
                 "error": None if error is None else str(error),
                 "tp_sharded_params": harness._n_tp_sharded_params(model),
             }
-    print(json.dumps(outcome))
+    return outcome
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("fork", type=Path)
+    parser.add_argument("plan", help="the runs, as JSON")
+    args = parser.parse_args()
+    harness = load_harness(args.fork)
+    print(json.dumps({
+        f"{run['model']}/{run['flavor']}": outcomes_of(harness, run)
+        for run in json.loads(args.plan)
+    }))
     return 0
 
 

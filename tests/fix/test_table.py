@@ -13,6 +13,8 @@ from patchset.workspace import Workspace
 QWEN3_5_MOE_FLAVORS = ("debugmodel_moe", "35B-A3B", "122B-A10B", "397B-A17B")
 BAD_BASE_RECIPES = {"qwen35_122b_a10b": 4, "qwen35_397b_a17b": 8}
 SPMD_TYPES_ONLY = ("muse_glimmer",)  # its parallelize_fn refuses partial_dtensor
+# The module's fixtures are shared by its tests: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("table")
 MODELS_WITH_TP = (
     "deepseek_v3", "gpt_oss", "kimi_k2_7", "llama3", "muse_glimmer", "qwen3", "qwen3_5"
 )
@@ -77,43 +79,69 @@ def sample_flavors(rows: list[dict], model: str) -> list[dict]:
     return [flavors[0], tightest]
 
 
-def parallelize_at(model: str, flavor: str, **degrees: list[int]) -> dict[int, dict]:
-    """Outcomes of parallelize_fn, from the script next to this file."""
+def parallelize_runs(plan: list[dict]) -> dict[str, dict[int, dict]]:
+    """Outcomes of parallelize_fn for each run of the plan, from the script
+    next to this file, in one process."""
     fork = Workspace(root=ROOT, target_name=V03).fork_dir
-    backend = "spmd_types" if model in SPMD_TYPES_ONLY else "partial_dtensor"
     result = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("parallelize_degrees.py")),
-         str(fork), model, flavor, "--spmd-backend", backend,
-         *(f"--{kind}={','.join(map(str, values))}" for kind, values in degrees.items())],
+         str(fork), json.dumps(plan)],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(fork)},
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return {int(k): v for k, v in json.loads(result.stdout.splitlines()[-1]).items()}
+    return {
+        key: {int(k): v for k, v in outcomes.items()}
+        for key, outcomes in json.loads(result.stdout.splitlines()[-1]).items()
+    }
 
 
-def accepted(model: str, flavor: str, valid: list[int]) -> dict[int, dict]:
-    """Under spmd_types each accepted run needs a fresh process: a second one
-    in the same process trips over a mesh cached by the first, with or
-    without the series."""
-    if model not in SPMD_TYPES_ONLY:
-        return parallelize_at(model, flavor, accept=valid)
-    return {d: parallelize_at(model, flavor, accept=[d])[d] for d in valid}
+def verdict_plans(rows: list[dict]) -> list[list[dict]]:
+    """Every sampled flavor's invalid degrees up to two past its largest valid
+    one, to be refused, and its valid degrees, to go through, grouped into as
+    few processes as can share one: under spmd_types each accepted degree
+    needs a fresh process, because a second one in the same process trips over
+    a mesh cached by the first, with or without the series."""
+    shared, alone = [], []
+    for model in MODELS_WITH_TP:
+        backend = "spmd_types" if model in SPMD_TYPES_ONLY else "partial_dtensor"
+        for row in sample_flavors(rows, model):
+            valid = row["valid_tp"]
+            run = {"model": model, "flavor": row["flavor"], "spmd_backend": backend,
+                   "reject": [d for d in range(1, valid[-1] + 3) if d not in valid]}
+            if model in SPMD_TYPES_ONLY:
+                shared.append({**run, "accept": []})
+                alone += [[{**run, "reject": [], "accept": [d]}] for d in valid]
+            else:
+                shared.append({**run, "accept": valid})
+    return [shared, *alone]
+
+
+@pytest.fixture(scope="module")
+def verdicts(fork_rows) -> dict[str, dict[int, dict]]:
+    """What parallelize_fn did at each sampled flavor's degrees."""
+    outcomes: dict[str, dict[int, dict]] = {}
+    for plan in verdict_plans(fork_rows):
+        for key, by_degree in parallelize_runs(plan).items():
+            outcomes.setdefault(key, {}).update(by_degree)
+    return outcomes
 
 
 @pytest.mark.parametrize("model", MODELS_WITH_TP)
-def test_table_verdicts_agree_with_parallelize_fn(fork_rows, model):
+def test_table_verdicts_agree_with_parallelize_fn(fork_rows, verdicts, model):
     for row in sample_flavors(fork_rows, model):
         flavor, valid = row["flavor"], row["valid_tp"]
-        invalid = [d for d in range(1, valid[-1] + 3) if d not in valid]
-        for degree, outcome in parallelize_at(model, flavor, reject=invalid).items():
+        outcomes = verdicts[f"{model}/{flavor}"]
+        assert set(outcomes) == set(range(1, valid[-1] + 3)), (model, flavor)
+        for degree, outcome in outcomes.items():
+            if degree in valid:
+                assert outcome["error"] is None, (model, flavor, degree, outcome["error"])
+                assert degree == 1 or outcome["tp_sharded_params"] > 0, (model, flavor, degree)
+                continue
             assert outcome["error"] is not None, f"{model} {flavor} TP={degree} went through"
             assert outcome["error"].startswith(
                 f"tensor_parallel_degree={degree} does not divide"
             ), outcome["error"]
             assert outcome["tp_sharded_params"] == 0
-        for degree, outcome in accepted(model, flavor, valid).items():
-            assert outcome["error"] is None, (model, flavor, degree, outcome["error"])
-            assert degree == 1 or outcome["tp_sharded_params"] > 0, (model, flavor, degree)

@@ -1,11 +1,14 @@
-"""Tensor parallelism on real processes: torchrun, gloo, CPU.
+"""Tensor parallelism on real processes: one per rank, gloo, CPU.
 
 A fake process group shows that the check runs; only real ranks show that
 every rank stops (none is left waiting in a collective), that the bug is
 real, and that an accepted degree computes what TP=1 computes.
 
-torchrun stops the remaining ranks as soon as it sees one fail. To observe
-each rank's own exit, it polls every ``MONITOR_SECONDS``; the process group
+The test starts the ranks itself, as torchrun would (``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), and holds the rendezvous
+store on a port the system picks, so that no two launches can race for a
+port; it waits for each rank's own exit status, so a rank that is not
+stopped by its own error shows up as one still running. The process group
 times out after ``PG_TIMEOUT_SECONDS``, so a rank left waiting in a
 collective fails the test instead of stalling it, and the whole launch is
 bounded by ``LAUNCH_TIMEOUT_SECONDS``.
@@ -16,16 +19,18 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch.distributed as dist
 
 from conftest import ROOT
 from patchset import base
 
 WORKER = Path(__file__).with_name("tp_rank.py")
 SCRIPTS = ROOT / "scripts"
-MONITOR_SECONDS = 30
+HOST = "127.0.0.1"
 PG_TIMEOUT_SECONDS = 120
 LAUNCH_TIMEOUT_SECONDS = 600
 # float32 on both sides; TP changes only the order of the reductions.
@@ -34,32 +39,47 @@ LOGIT_ATOL = 1e-3
 pytestmark = pytest.mark.xdist_group("ranks")  # one launch at a time on 2 cores
 
 
-def torchrun(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
+def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
+    """Run ``nproc`` ranks of the worker with ``tree`` first on PYTHONPATH;
+    return each rank's exit status and report."""
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone",
-         f"--nproc-per-node={nproc}", f"--monitor-interval={MONITOR_SECONDS}",
-         str(WORKER), "--out", str(out), f"--pg-timeout={PG_TIMEOUT_SECONDS}", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{SCRIPTS}",
-             "OMP_NUM_THREADS": "1"},
-        timeout=LAUNCH_TIMEOUT_SECONDS,
-    )
+    store = dist.TCPStore(HOST, 0, world_size=nproc + 1, is_master=True,
+                          timeout=timedelta(seconds=PG_TIMEOUT_SECONDS),
+                          wait_for_workers=False)
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{SCRIPTS}",
+           "OMP_NUM_THREADS": "1", "MASTER_ADDR": HOST, "MASTER_PORT": str(store.port),
+           "WORLD_SIZE": str(nproc)}
+    logs = [out / f"rank{rank}.log" for rank in range(nproc)]
+    out.mkdir(parents=True, exist_ok=True)
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "--out", str(out),
+             f"--pg-timeout={PG_TIMEOUT_SECONDS}", *args],
+            stdout=log.open("w"), stderr=subprocess.STDOUT,
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+        )
+        for rank, log in enumerate(logs)
+    ]
+    try:
+        codes = [rank.wait(timeout=LAUNCH_TIMEOUT_SECONDS) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
     reports = [json.loads(path.read_text()) for path in sorted(out.glob("rank*.json"))]
     for report in reports:
         assert tree.resolve() in Path(report["torchtitan"]).resolve().parents
     return {
-        "code": result.returncode,
+        "codes": codes,
         "reports": reports,
-        "output": result.stdout + result.stderr,
+        "output": "".join(log.read_text() for log in logs),
         "seconds": time.monotonic() - started,
     }
 
 
 def test_tp4_every_rank_fails_fast_with_the_same_error(v03_workspace, tmp_path):
-    run = torchrun(v03_workspace.fork_dir, tmp_path, nproc=4, args=["--mode", "launch"])
-    assert run["code"] != 0
+    run = launch(v03_workspace.fork_dir, tmp_path, nproc=4, args=["--mode", "launch"])
+    # Each rank exited on its own with status 1: none was left waiting.
+    assert run["codes"] == [1, 1, 1, 1], run["output"][-3000:]
     reports = run["reports"]
     assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], run["output"][-3000:]
     messages = {r["error"] for r in reports}
@@ -70,19 +90,16 @@ def test_tp4_every_rank_fails_fast_with_the_same_error(v03_workspace, tmp_path):
     for report in reports:
         assert (report["stage"], report["error_type"]) == ("parallelize", "ValueError")
         assert report["seconds"] < PG_TIMEOUT_SECONDS
-    # Each rank exited on its own with status 1; none was stopped by torchrun.
-    assert run["output"].count("exitcode  : 1 ") == 4, run["output"][-3000:]
-    assert "SIGTERM" not in run["output"]
 
 
 def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
     v03_workspace, tmp_path
 ):
     pristine = base.ensure_pristine_tree(v03_workspace)
-    run = torchrun(
+    run = launch(
         pristine, tmp_path, nproc=4, args=["--mode", "launch", "--all-full-attention"]
     )
-    assert run["code"] != 0
+    assert run["codes"] == [1, 1, 1, 1], run["output"][-3000:]
     reports = run["reports"]
     assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3], run["output"][-3000:]
     for report in reports:
@@ -96,12 +113,12 @@ def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
     "model, flavor", [("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel")]
 )
 def test_tp2_logits_match_tp1(v03_workspace, tmp_path, model, flavor):
-    run = torchrun(
+    run = launch(
         v03_workspace.fork_dir, tmp_path, nproc=2,
         args=["--mode", "compare", "--model", model, "--flavor", flavor]
         + (["--all-full-attention"] if model == "qwen3_5" else []),
     )
-    assert run["code"] == 0, run["output"][-3000:]
+    assert run["codes"] == [0, 0], run["output"][-3000:]
     reports = run["reports"]
     assert [r["rank"] for r in reports] == [0, 1]
     for report in reports:

@@ -1,4 +1,7 @@
-"""One rank of a tensor-parallel run on CPU, launched by torchrun with gloo.
+"""One rank of a tensor-parallel run on CPU with gloo.
+
+Launched as torchrun would (``RANK``, ``WORLD_SIZE``), it joins the store the
+launcher holds at ``MASTER_ADDR``/``MASTER_PORT``.
 
 Runs in the project's venv with a torchtitan tree (the fork or the pristine
 base) and the project's ``scripts/`` on PYTHONPATH, and writes ``<out>/rank<N>.json``: the stage the
@@ -183,7 +186,15 @@ def main() -> int:
     rank = int(os.environ["RANK"])
     report: dict = {"rank": rank, "mode": args.mode}
     started = time.monotonic()
-    dist.init_process_group("gloo", timeout=timedelta(seconds=args.pg_timeout))
+    timeout = timedelta(seconds=args.pg_timeout)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+        timeout=timeout,
+    )
+    dist.init_process_group(
+        "gloo", store=store, rank=rank, world_size=int(os.environ["WORLD_SIZE"]),
+        timeout=timeout,
+    )
     code = 1 if run_and_record(run, args, report) else 0
     report["seconds"] = round(time.monotonic() - started, 2)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, ScratchWorkspace
+from conftest import git, keep_first_patch, ScratchWorkspace
 from patchset import bisect, lint
 
 PYTHON = Path(sys.executable)
@@ -18,13 +18,7 @@ HELPER = "torchtitan/distributed/utils.py"
 
 @pytest.fixture
 def first_patch_only(scratch: ScratchWorkspace) -> ScratchWorkspace:
-    names = [n for n in scratch.series_file.read_text().split() if n.endswith(".patch")]
-    for name in names[1:]:
-        (scratch.patches_dir / name).unlink()
-    scratch.series_file.write_text(names[0] + "\n")
-    result = scratch.series("fork")
-    assert result.code == 0, result.err
-    return scratch
+    return keep_first_patch(scratch)
 
 
 def add_patch(workspace: ScratchWorkspace, subject: str, files: dict[str, str]) -> str:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git, make_scratch, ROOT, V03
+from conftest import git, keep_first_patch, make_scratch, ROOT, V03
 from patchset import environment, lint, pr
 from patchset.workspace import Workspace
 
@@ -42,8 +42,7 @@ def test_main_lint_rules_are_read_from_its_tree():
 
 
 def test_main_lint_blames_a_patch_with_main_rules(tmp_path):
-    scratch = make_scratch(tmp_path / "ws", target_name="main")
-    assert scratch.series("fork").code == 0
+    scratch = keep_first_patch(make_scratch(tmp_path / "ws", target_name="main"))
     fork = scratch.fork_dir
     (fork / "torchtitan" / "tp_note.py").write_text("import os\nx = {  'a':1 }\n")
     git(fork, "add", "-A")

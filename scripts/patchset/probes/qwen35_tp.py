@@ -1,17 +1,20 @@
-"""Run one tensor-parallel scenario on Qwen3.5 in this process; print JSON.
+"""Run tensor-parallel scenarios on Qwen3.5 in this process; print JSON.
 
 Runs inside the project's virtual environment, against whichever torchtitan
-tree is first on PYTHONPATH (the pristine base or the patched fork). A
-``fake`` process group gives any world size on one CPU process.
+tree is first on PYTHONPATH (the pristine base or the patched fork). The
+scenarios run in order, each on a freshly built model under its own ``fake``
+process group (which gives any world size on one CPU process), so one import
+of torchtitan serves them all. Each scenario is a JSON object with ``tp``,
+``stage`` and, optionally, ``skip_config_check`` and ``all_full_attention``.
 
 Stages, each including the ones before it:
   config       ``update_from_config`` (the trainer's config-time check)
   parallelize  the model spec's ``parallelize_fn`` on the meta-device model
   forward      materialize on CPU and run one forward pass
 
-``--skip-config-check`` sets the TP sharding configs with the model's own
+``skip_config_check`` sets the TP sharding configs with the model's own
 sharding helper instead of ``update_from_config``, which is how a caller that
-builds its own trainer reaches ``parallelize_fn``. ``--all-full-attention``
+builds its own trainer reaches ``parallelize_fn``. ``all_full_attention``
 replaces the GatedDeltaNet layers with copies of the full-attention layer
 (same head counts): FLA's Triton kernels have no CPU path, so a forward pass
 on CPU needs it.
@@ -38,14 +41,24 @@ SEQ_LEN = 32
 SPECIAL_TOKENS = {"image_id": 248_000, "video_id": 248_001}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args() -> tuple[str, list[argparse.Namespace]]:
+    """The flavor, and one namespace per scenario."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flavor", default="debugmodel_moe")
-    parser.add_argument("--tp", type=int, required=True)
-    parser.add_argument("--stage", choices=STAGES, required=True)
-    parser.add_argument("--skip-config-check", action="store_true")
-    parser.add_argument("--all-full-attention", action="store_true")
-    return parser.parse_args()
+    parser.add_argument("scenarios", nargs="+", type=json.loads, metavar="SCENARIO")
+    args = parser.parse_args()
+    scenarios = []
+    for scenario in args.scenarios:
+        if scenario.get("stage") not in STAGES or not isinstance(scenario.get("tp"), int):
+            parser.error(f"a scenario needs an integer tp and a stage in {STAGES}: {scenario}")
+        scenarios.append(argparse.Namespace(
+            flavor=args.flavor,
+            tp=scenario["tp"],
+            stage=scenario["stage"],
+            skip_config_check=scenario.get("skip_config_check", False),
+            all_full_attention=scenario.get("all_full_attention", False),
+        ))
+    return args.flavor, scenarios
 
 
 def only_full_attention(model_config) -> None:
@@ -173,15 +186,22 @@ def run(args: argparse.Namespace, report: dict) -> None:
         report["logits_shape"] = list(logits.shape)
 
 
-def main() -> int:
-    args = parse_args()
+def scenario_report(args: argparse.Namespace) -> dict:
     report: dict = {"flavor": args.flavor, "tp": args.tp}
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.tp)
     try:
         run_and_record(run, args, report)
     finally:
         dist.destroy_process_group()
-    print(json.dumps(report))
+    return report
+
+
+def main() -> int:
+    import torchtitan
+
+    flavor, scenarios = parse_args()
+    reports = [scenario_report(args) for args in scenarios]
+    print(json.dumps({"torchtitan": torchtitan.__file__, "flavor": flavor, "reports": reports}))
     return 0
 
 
