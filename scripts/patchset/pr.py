@@ -70,10 +70,8 @@ def based_on(workspace: Workspace) -> str:
 
 
 def description(workspace: Workspace, *, python: Path) -> str:
-    rows = table.collect(workspace, python=python, recipes_from_base=False)
-    fixed = table.invalid_recipes(
-        table.collect(workspace, python=python, recipes_from_base=True)
-    )
+    before, rows = table.collect_before_and_after(workspace, python=python)
+    fixed = table.invalid_recipes(before)
     fixed_note = (
         f"Recipes that asked for an invalid TP before this change: "
         f"{', '.join(f'`{name}`' for name in fixed)}."

@@ -56,17 +56,37 @@ class Row:
 
 
 def collect(workspace: Workspace, *, python: Path, recipes_from_base: bool) -> list[Row]:
+    """The table of the fork's flavors, with the recipes of the fork (or of
+    the pristine base)."""
+    if recipes_from_base:
+        return collect_before_and_after(workspace, python=python)[0]
+    _require_series(workspace)
+    found = run_probe(python, workspace.fork_dir, "registry", "flavors", "recipes")
+    return _rows(found["flavors"], found["recipes"])
+
+
+def collect_before_and_after(
+    workspace: Workspace, *, python: Path
+) -> tuple[list[Row], list[Row]]:
+    """The table with the base's recipes and with the fork's, from one probe
+    of each tree."""
+    _require_series(workspace)
+    found = run_probe(python, workspace.fork_dir, "registry", "flavors", "recipes")
+    pristine = base.ensure_pristine_tree(workspace)
+    base_recipes = run_probe(python, pristine, "registry", "recipes")["recipes"]
+    return _rows(found["flavors"], base_recipes), _rows(found["flavors"], found["recipes"])
+
+
+def _require_series(workspace: Workspace) -> None:
     if not read_series(workspace):
         raise PatchsetError(
             f"target '{workspace.target.name}' has no series yet "
             f"({workspace.patches_label}/series lists no patch): the head counts TP "
             "shards come from the series' helper, so there is no table to show"
         )
-    flavors = run_probe(python, workspace.fork_dir, "registry", "flavors")["flavors"]
-    recipe_tree = (
-        base.ensure_pristine_tree(workspace) if recipes_from_base else workspace.fork_dir
-    )
-    recipes = run_probe(python, recipe_tree, "registry", "recipes")["recipes"]
+
+
+def _rows(flavors: list[dict], recipes: list[dict]) -> list[Row]:
     flavor_keys = {(flavor["model"], flavor["flavor"]) for flavor in flavors}
     orphans = [r["recipe"] for r in recipes if (r["model"], r["flavor"]) not in flavor_keys]
     if orphans:

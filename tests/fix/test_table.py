@@ -1,5 +1,6 @@
 """The TP table: its content, and that its verdicts are parallelize_fn's own."""
 
+import functools
 import json
 import subprocess
 import sys
@@ -31,11 +32,18 @@ def series_table(*args: str) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
-@pytest.fixture(scope="module")
-def fork_rows() -> list[dict]:
+@functools.cache
+def fork_table() -> str:
+    """The fork's table, made once per worker process: xdist may tear module
+    fixtures down between two tests of this module."""
     code, out = series_table("--json")
     assert code == 0, "the fork's table marks a recipe invalid"
-    return json.loads(out)
+    return out
+
+
+@pytest.fixture
+def fork_rows() -> list[dict]:
+    return json.loads(fork_table())
 
 
 def recipes_of(rows: list[dict]) -> dict[str, dict]:
@@ -119,29 +127,34 @@ def verdict_plans(rows: list[dict]) -> list[list[dict]]:
     return [shared, *alone]
 
 
-@pytest.fixture(scope="module")
-def verdicts(fork_rows) -> dict[str, dict[int, dict]]:
+def verdicts(rows: list[dict]) -> dict[str, dict[int, dict]]:
     """What parallelize_fn did at each sampled flavor's degrees."""
     outcomes: dict[str, dict[int, dict]] = {}
-    for plan in verdict_plans(fork_rows):
+    for plan in verdict_plans(rows):
         for key, by_degree in parallelize_runs(plan).items():
             outcomes.setdefault(key, {}).update(by_degree)
     return outcomes
 
 
-@pytest.mark.parametrize("model", MODELS_WITH_TP)
-def test_table_verdicts_agree_with_parallelize_fn(fork_rows, verdicts, model):
-    for row in sample_flavors(fork_rows, model):
-        flavor, valid = row["flavor"], row["valid_tp"]
-        outcomes = verdicts[f"{model}/{flavor}"]
-        assert set(outcomes) == set(range(1, valid[-1] + 3)), (model, flavor)
-        for degree, outcome in outcomes.items():
-            if degree in valid:
-                assert outcome["error"] is None, (model, flavor, degree, outcome["error"])
-                assert degree == 1 or outcome["tp_sharded_params"] > 0, (model, flavor, degree)
-                continue
-            assert outcome["error"] is not None, f"{model} {flavor} TP={degree} went through"
-            assert outcome["error"].startswith(
-                f"tensor_parallel_degree={degree} does not divide"
-            ), outcome["error"]
-            assert outcome["tp_sharded_params"] == 0
+def test_table_verdicts_agree_with_parallelize_fn(fork_rows, subtests):
+    """One test with a subtest per model, so that the runs share one process."""
+    outcomes_of = verdicts(fork_rows)
+    for model in MODELS_WITH_TP:
+        with subtests.test(model=model):
+            for row in sample_flavors(fork_rows, model):
+                agree(model, row, outcomes_of[f"{model}/{row['flavor']}"])
+
+
+def agree(model: str, row: dict, outcomes: dict[int, dict]) -> None:
+    flavor, valid = row["flavor"], row["valid_tp"]
+    assert set(outcomes) == set(range(1, valid[-1] + 3)), (model, flavor)
+    for degree, outcome in outcomes.items():
+        if degree in valid:
+            assert outcome["error"] is None, (model, flavor, degree, outcome["error"])
+            assert degree == 1 or outcome["tp_sharded_params"] > 0, (model, flavor, degree)
+            continue
+        assert outcome["error"] is not None, f"{model} {flavor} TP={degree} went through"
+        assert outcome["error"].startswith(
+            f"tensor_parallel_degree={degree} does not divide"
+        ), outcome["error"]
+        assert outcome["tp_sharded_params"] == 0

@@ -173,12 +173,12 @@ def recipes() -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("flavors", "recipes"))
-    what = parser.parse_args().what
+    parser.add_argument("what", nargs="+", choices=("flavors", "recipes"))
     import torchtitan
 
-    rows = flavors() if what == "flavors" else recipes()
-    print(json.dumps({"torchtitan": torchtitan.__file__, what: rows}))
+    collectors = {"flavors": flavors, "recipes": recipes}
+    report = {what: collectors[what]() for what in parser.parse_args().what}
+    print(json.dumps({"torchtitan": torchtitan.__file__, **report}))
     return 0
 
 
