@@ -121,11 +121,25 @@ def cmd_targets(workspace: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+# Tests that --fast leaves out (registered in pyproject.toml).
+SLOW_MARKER = "end_to_end"
+
+
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     python = set_up(workspace)
     # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
-    command = [str(python), "-m", "pytest", *args.pytest_args]
-    return subprocess.run(command, cwd=workspace.root).returncode
+    pytest = [str(python), "-m", "pytest"]
+    if args.fast:
+        listed = subprocess.run(
+            [*pytest, "--collect-only", "-q", "-n", "0", "-m", SLOW_MARKER],
+            cwd=workspace.root, capture_output=True, text=True,
+        )
+        left_out = [line for line in listed.stdout.splitlines() if "::" in line]
+        print(f"--fast leaves out {len(left_out)} end-to-end tests (CI runs them all):")
+        for test in left_out:
+            print(f"  {test}")
+        pytest += ["-m", f"not {SLOW_MARKER}"]
+    return subprocess.run([*pytest, *args.pytest_args], cwd=workspace.root).returncode
 
 
 def flag(name: str, help_text: str) -> tuple[tuple[str, ...], dict]:
@@ -177,7 +191,8 @@ SUBCOMMANDS = (
      (directory("--cover-letter", "also write the stack as a numbered mail series "
                 "with a cover letter"),)),
     ("test", cmd_test,
-     "set up, then run the tests with pytest (other arguments go to pytest)", ()),
+     "set up, then run the tests with pytest (other arguments go to pytest)",
+     (flag("--fast", "leave out the slowest end-to-end tests, and say which"),)),
     ("targets", cmd_targets, "list the pinned targets, the default first", ()),
 )
 # Commands that act on one target. The others set up, list or choose every target.

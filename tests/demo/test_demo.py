@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, ScratchWorkspace, V03
 from patchset import demo
 from patchset.series import read_series
@@ -21,6 +23,7 @@ def summary_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.end_to_end
 def test_demo_shows_the_failure_and_the_fix():
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "series"), "demo"],

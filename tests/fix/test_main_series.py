@@ -19,7 +19,6 @@ UNIT_TESTS = Path("tests") / "unit_tests"
 SERIES_TEST_FILES = ("test_tp_kv_heads_validation.py", "test_recipe_tp_degree.py")
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
 
-pytestmark = pytest.mark.xdist_group("unit-tests")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,14 @@ HELPER_TEST_FILES = (
 )
 
 
+pytestmark = pytest.mark.end_to_end
+
+
 @pytest.fixture(scope="module")
 def fork_tests(v03_workspace: Workspace) -> Path:
     return v03_workspace.fork_dir / TESTS
 
 
-@pytest.mark.xdist_group("unit-tests")
 def test_unit_tests_pass_on_the_patched_fork(v03_workspace, fork_tests, tmp_path):
     run = run_unit_tests(
         tests=fork_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
@@ -38,7 +40,6 @@ def test_unit_tests_pass_on_the_patched_fork(v03_workspace, fork_tests, tmp_path
     assert all(message is None for message in run["outcomes"].values())
 
 
-@pytest.mark.xdist_group("unit-tests")
 def test_unit_tests_fail_on_the_pristine_base(v03_workspace, fork_tests, tmp_path):
     pristine = base.ensure_pristine_tree(v03_workspace)
     copied = tmp_path / "unit_tests"

@@ -14,10 +14,12 @@ collective fails the test instead of stalling it, and the whole launch is
 bounded by ``LAUNCH_TIMEOUT_SECONDS``.
 """
 
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -36,7 +38,8 @@ LAUNCH_TIMEOUT_SECONDS = 600
 # float32 on both sides; TP changes only the order of the reductions.
 LOGIT_ATOL = 1e-3
 
-pytestmark = pytest.mark.xdist_group("ranks")  # one launch at a time on 2 cores
+# One launch at a time on 2 cores.
+pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
 
 
 def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
@@ -109,17 +112,26 @@ def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
     print("pristine failure:", {(r["error_type"], r["error"]) for r in reports})
 
 
-@pytest.mark.parametrize(
-    "model, flavor", [("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel")]
-)
-def test_tp2_logits_match_tp1(v03_workspace, tmp_path, model, flavor):
-    run = launch(
-        v03_workspace.fork_dir, tmp_path, nproc=2,
-        args=["--mode", "compare", "--model", model, "--flavor", flavor]
-        + (["--all-full-attention"] if model == "qwen3_5" else []),
+COMPARED = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
+
+
+@functools.cache
+def compare_launch(fork: Path) -> dict:
+    """One launch of two ranks that compares every model of COMPARED in turn
+    (made once per worker process, for the tests of each model)."""
+    out = Path(tempfile.mkdtemp(prefix="tp2-compare-"))
+    return launch(
+        fork, out, nproc=2,
+        args=["--mode", "compare", "--all-full-attention",
+              "--models", *(f"{model}:{flavor}" for model, flavor in COMPARED)],
     )
+
+
+@pytest.mark.parametrize("model, flavor", COMPARED)
+def test_tp2_logits_match_tp1(v03_workspace, model, flavor):
+    run = compare_launch(v03_workspace.fork_dir)
     assert run["codes"] == [0, 0], run["output"][-3000:]
-    reports = run["reports"]
+    reports = [r for r in run["reports"] if (r["model"], r["flavor"]) == (model, flavor)]
     assert [r["rank"] for r in reports] == [0, 1]
     for report in reports:
         assert report["outcome"] == "ok", report

@@ -4,8 +4,9 @@ Launched as torchrun would (``RANK``, ``WORLD_SIZE``), it joins the store the
 launcher holds at ``MASTER_ADDR``/``MASTER_PORT``.
 
 Runs in the project's venv with a torchtitan tree (the fork or the pristine
-base) and the project's ``scripts/`` on PYTHONPATH, and writes ``<out>/rank<N>.json``: the stage the
-rank reached, and the error it raised or the numbers it computed.
+base) and the project's ``scripts/`` on PYTHONPATH, and writes
+``<out>/rank<N>-<model>.json`` for each model: the stage the rank reached,
+and the error it raised or the numbers it computed.
 
   launch   the TP sharding configs are set with Qwen3.5's own sharding helper
            (the path that reaches parallelize_fn with TP=4: the trainer's
@@ -47,8 +48,10 @@ from patchset.probes.qwen35_tp import (
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("launch", "compare"), required=True)
-    parser.add_argument("--model", default="qwen3_5")
-    parser.add_argument("--flavor", default="debugmodel_moe")
+    parser.add_argument(
+        "--models", nargs="+", default=["qwen3_5:debugmodel_moe"], metavar="MODEL:FLAVOR",
+        help="run each in turn in the same process group",
+    )
     parser.add_argument("--all-full-attention", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pg-timeout", type=int, default=120)
@@ -184,8 +187,6 @@ def run(args: argparse.Namespace, report: dict) -> None:
 def main() -> int:
     args = parse_args()
     rank = int(os.environ["RANK"])
-    report: dict = {"rank": rank, "mode": args.mode}
-    started = time.monotonic()
     timeout = timedelta(seconds=args.pg_timeout)
     store = dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
@@ -195,13 +196,21 @@ def main() -> int:
         "gloo", store=store, rank=rank, world_size=int(os.environ["WORLD_SIZE"]),
         timeout=timeout,
     )
-    code = 1 if run_and_record(run, args, report) else 0
-    report["seconds"] = round(time.monotonic() - started, 2)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"rank{rank}.json").write_text(json.dumps(report))
-    if code:
-        print(f"rank {rank}: {report['error_type']}: {report['error']}", file=sys.stderr)
-        os._exit(code)  # no teardown collective that could wait on a peer
+    # One process group for every model: the launch and imports are paid once.
+    for model_name, flavor in (pair.split(":") for pair in args.models):
+        report: dict = {"rank": rank, "mode": args.mode, "model": model_name,
+                        "flavor": flavor}
+        started = time.monotonic()
+        failed = run_and_record(
+            run, argparse.Namespace(**{**vars(args), "model": model_name, "flavor": flavor}),
+            report,
+        )
+        report["seconds"] = round(time.monotonic() - started, 2)
+        (args.out / f"rank{rank}-{model_name}.json").write_text(json.dumps(report))
+        if failed:
+            print(f"rank {rank}: {report['error_type']}: {report['error']}", file=sys.stderr)
+            os._exit(1)  # no teardown collective that could wait on a peer
     dist.destroy_process_group()
     return 0
 

@@ -62,9 +62,11 @@ def parse_args() -> tuple[str, list[argparse.Namespace]]:
 
 
 def only_full_attention(model_config) -> None:
+    """Every GatedDeltaNet layer becomes a copy of the first full-attention
+    layer; a model without such layers is left as it is."""
     full = next(layer for layer in model_config.layers if layer.attention is not None)
     for layer in model_config.layers:
-        if layer.delta_net is not None:
+        if getattr(layer, "delta_net", None) is not None:
             layer.attention = copy.deepcopy(full.attention)
             layer.delta_net = None
 
