@@ -32,7 +32,8 @@ def _check_outcomes(target: str, report: dict) -> None:
 
 def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     """Print one row per target; 1 if a target's check is over budget."""
-    print("| target | model | refused (ms) | valid parallelize_fn (ms) | ratio | budget |")
+    print("| target | model | refused: first, best (ms) | valid parallelize_fn (ms) "
+          "| ratio of the first | budget |")
     print("|---|---|---|---|---|---|")
     over = False
     for workspace in workspaces:
@@ -42,19 +43,23 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
             continue
         report = run_probe(python, workspace.fork_dir, "check_cost")
         _check_outcomes(name, report)
-        within = report["invalid_ms"] <= BUDGET_MS and report["ratio"] <= BUDGET_RATIO
+        # The first refused run, as a launch would pay it.
+        first = report["invalid_first_ms"]
+        ratio = first / report["valid_ms"]
+        within = first <= BUDGET_MS and ratio <= BUDGET_RATIO
         over = over or not within
         model = (
             f"qwen3_5 {report['flavor']}, world size {report['world_size']}, "
             f"TP={report['invalid_tp']} vs TP={report['valid_tp']}"
         )
         print(
-            f"| {name} | {model} | {report['invalid_ms']:.2f} | "
-            f"{report['valid_ms']:.0f} | {report['ratio']:.2%} | "
+            f"| {name} | {model} | {first:.2f}, {report['invalid_ms']:.2f} | "
+            f"{report['valid_ms']:.0f} | {ratio:.2%} | "
             f"{'within' if within else 'OVER'} ({BUDGET_MS:g} ms, {BUDGET_RATIO:.0%}) |"
         )
     print(
-        "\nBest of 5 runs each, on the meta-device model under a fake process group; "
-        "the valid run after one warm-up."
+        "\nOn the meta-device model under a fake process group, in one process: the "
+        "refused runs first (the first of them, and the best of 5), then the best of 5 "
+        "valid runs after one warm-up, with the partial_dtensor SPMD backend."
     )
     return 1 if over else 0

@@ -130,10 +130,14 @@ def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
     # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
     pytest = [str(python), "-m", "pytest"]
     if args.fast:
+        if "-m" in args.pytest_args:
+            raise PatchsetError("--fast selects with -m itself: leave out one of the two")
         listed = subprocess.run(
             [*pytest, "--collect-only", "-q", "-n", "0", "-m", SLOW_MARKER],
             cwd=workspace.root, capture_output=True, text=True,
         )
+        if listed.returncode != 0:
+            raise PatchsetError(f"the tests do not collect:\n{listed.stdout[-3000:]}")
         left_out = [line for line in listed.stdout.splitlines() if "::" in line]
         print(f"--fast leaves out {len(left_out)} end-to-end tests (CI runs them all):")
         for test in left_out:

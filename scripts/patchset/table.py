@@ -6,13 +6,15 @@ from the fork, or with ``base=True`` from the pristine base, so the table
 shows what the series changes.
 """
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from patchset import base
+from patchset import base, environment, git
 from patchset.errors import PatchsetError
-from patchset.probe import run_probe
+from patchset.probe import PROBES_DIR, run_probe
 from patchset.series import read_series
 from patchset.workspace import Workspace
 
@@ -61,7 +63,7 @@ def collect(workspace: Workspace, *, python: Path, recipes_from_base: bool) -> l
     if recipes_from_base:
         return collect_before_and_after(workspace, python=python)[0]
     _require_series(workspace)
-    found = run_probe(python, workspace.fork_dir, "registry", "flavors", "recipes")
+    found = _registry(workspace, python, workspace.fork_dir, "flavors", "recipes")
     return _rows(found["flavors"], found["recipes"])
 
 
@@ -71,10 +73,45 @@ def collect_before_and_after(
     """The table with the base's recipes and with the fork's, from one probe
     of each tree."""
     _require_series(workspace)
-    found = run_probe(python, workspace.fork_dir, "registry", "flavors", "recipes")
+    found = _registry(workspace, python, workspace.fork_dir, "flavors", "recipes")
     pristine = base.ensure_pristine_tree(workspace)
-    base_recipes = run_probe(python, pristine, "registry", "recipes")["recipes"]
+    base_recipes = _registry(workspace, python, pristine, "recipes")["recipes"]
     return _rows(found["flavors"], base_recipes), _rows(found["flavors"], found["recipes"])
+
+
+def _registry(workspace: Workspace, python: Path, tree: Path, *what: str) -> dict:
+    """The registry probe's report on ``tree``, kept in .cache/registry/
+    under a key of everything it depends on: the probe's code, the venv and
+    the tree's content. A fork with uncommitted changes is probed afresh."""
+    content = _tree_content(tree)
+    if content is None:
+        return run_probe(python, tree, "registry", *what)
+    key = hashlib.sha256("\0".join([
+        (PROBES_DIR / "registry.py").read_text(),
+        json.dumps(environment.read_stamp(python.parent.parent), sort_keys=True),
+        content,
+        *what,
+    ]).encode()).hexdigest()[:32]
+    cached = workspace.cache_dir / "registry" / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    report = run_probe(python, tree, "registry", *what)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(report))
+    partial.replace(cached)
+    return report
+
+
+def _tree_content(tree: Path) -> str | None:
+    """What identifies the files of ``tree``: a clean fork's tree id, or the
+    pristine base's folder (named after its commit, never edited); None for
+    a fork with uncommitted or untracked changes."""
+    if not git.is_repository(tree):
+        return f"pristine {tree.name}"
+    if git.output(tree, "status", "--porcelain", "--untracked-files=all"):
+        return None
+    return git.output(tree, "rev-parse", "HEAD^{tree}")
 
 
 def _require_series(workspace: Workspace) -> None:

@@ -20,7 +20,6 @@ SERIES_TEST_FILES = ("test_tp_kv_heads_validation.py", "test_recipe_tp_degree.py
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
 
 
-
 @pytest.fixture(scope="module")
 def main(workspace):
     return workspace.at("main")

@@ -15,7 +15,8 @@ def run_unit_tests(*, tests: Path, torchtitan_tree: Path, report: Path) -> dict:
     result = subprocess.run(
         [
             sys.executable, "-m", "pytest", str(tests), "-q", "-p", "no:cacheprovider",
-            "-n", "0", "--continue-on-collection-errors", f"--junitxml={report}", "--rootdir", str(folder),
+            "-n", "0", "--continue-on-collection-errors", f"--junitxml={report}",
+            "--rootdir", str(folder),
         ],
         capture_output=True,
         text=True,

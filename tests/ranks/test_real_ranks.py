@@ -19,13 +19,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
 
 from conftest import ROOT
 from patchset import base
@@ -45,6 +43,8 @@ pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
 def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
     """Run ``nproc`` ranks of the worker with ``tree`` first on PYTHONPATH;
     return each rank's exit status and report."""
+    import torch.distributed as dist
+
     started = time.monotonic()
     store = dist.TCPStore(HOST, 0, world_size=nproc + 1, is_master=True,
                           timeout=timedelta(seconds=PG_TIMEOUT_SECONDS),
@@ -52,19 +52,20 @@ def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{SCRIPTS}",
            "OMP_NUM_THREADS": "1", "MASTER_ADDR": HOST, "MASTER_PORT": str(store.port),
            "WORLD_SIZE": str(nproc)}
-    logs = [out / f"rank{rank}.log" for rank in range(nproc)]
     out.mkdir(parents=True, exist_ok=True)
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), "--out", str(out),
-             f"--pg-timeout={PG_TIMEOUT_SECONDS}", *args],
-            stdout=log.open("w"), stderr=subprocess.STDOUT,
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-        )
-        for rank, log in enumerate(logs)
-    ]
+    logs = [out / f"rank{rank}.log" for rank in range(nproc)]
+    ranks = []
     try:
-        codes = [rank.wait(timeout=LAUNCH_TIMEOUT_SECONDS) for rank in ranks]
+        for rank, log in enumerate(logs):
+            with log.open("w") as sink:
+                ranks.append(subprocess.Popen(
+                    [sys.executable, str(WORKER), "--out", str(out),
+                     f"--pg-timeout={PG_TIMEOUT_SECONDS}", *args],
+                    stdout=sink, stderr=subprocess.STDOUT,
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                ))
+        deadline = started + LAUNCH_TIMEOUT_SECONDS
+        codes = [rank.wait(timeout=max(0.0, deadline - time.monotonic())) for rank in ranks]
     finally:
         for rank in ranks:
             rank.kill()
@@ -116,10 +117,10 @@ COMPARED = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
 
 
 @functools.cache
-def compare_launch(fork: Path) -> dict:
-    """One launch of two ranks that compares every model of COMPARED in turn
-    (made once per worker process, for the tests of each model)."""
-    out = Path(tempfile.mkdtemp(prefix="tp2-compare-"))
+def compare_launch(fork: Path, out: Path) -> dict:
+    """One launch of two ranks that compares every model of COMPARED in turn,
+    made once per worker process for the tests of each model (xdist may tear
+    fixtures down between two tests)."""
     return launch(
         fork, out, nproc=2,
         args=["--mode", "compare", "--all-full-attention",
@@ -128,8 +129,8 @@ def compare_launch(fork: Path) -> dict:
 
 
 @pytest.mark.parametrize("model, flavor", COMPARED)
-def test_tp2_logits_match_tp1(v03_workspace, model, flavor):
-    run = compare_launch(v03_workspace.fork_dir)
+def test_tp2_logits_match_tp1(v03_workspace, tmp_path_factory, model, flavor):
+    run = compare_launch(v03_workspace.fork_dir, tmp_path_factory.getbasetemp() / "tp2-compare")
     assert run["codes"] == [0, 0], run["output"][-3000:]
     reports = [r for r in run["reports"] if (r["model"], r["flavor"]) == (model, flavor)]
     assert [r["rank"] for r in reports] == [0, 1]
