@@ -63,6 +63,9 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     assert "parallelize_fn did not check the TP degree first" in outcome(
         "::test_invalid_degree_raises_before_sharding"
     )
+    assert "cannot import name '_tp_sharded_head_counts'" in outcome(
+        "::test_head_counts_are_found_where_traverse_finds_configs"
+    )
     for test in (
         "::test_kv_heads_message",
         "::test_gated_delta_net_heads_alone",
