@@ -17,14 +17,11 @@ import argparse
 import json
 import sys
 import time
-import types
-from unittest import mock
 
-import torch
 import torch.distributed as dist
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
-from qwen35_tp import set_sharding_config
+from qwen35_tp import call_parallelize_fn, configure, meta_model_on_cpu_mesh
 
 SPMD_BACKEND = "partial_dtensor"
 
@@ -40,33 +37,21 @@ def parse_args() -> argparse.Namespace:
 
 
 def parallelize_seconds(
-    spec, *, tp: int, world_size: int, configure: bool
+    spec, *, tp: int, world_size: int, configure_first: bool
 ) -> tuple[float, str]:
     """One ``parallelize_fn`` call on a fresh meta model: its wall time and
     the ``ValueError`` it raised ("" if none)."""
-    from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
-    from torchtitan.distributed import ParallelDims
+    from torchtitan.config import ParallelismConfig
 
     parallelism = ParallelismConfig(tensor_parallel_degree=tp, spmd_backend=SPMD_BACKEND)
-    if configure:
-        spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
-    else:
-        set_sharding_config(spec.model)
-    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
-        parallel_dims = ParallelDims.from_config(parallelism, world_size)
-        parallel_dims.build_mesh()
-        with torch.device("meta"):
-            model = spec.model.build()
+    configure(spec, parallelism, skip_config_check=not configure_first)
+    with meta_model_on_cpu_mesh(spec, parallelism, world_size=world_size) as (
+        model, parallel_dims
+    ):
         started = time.perf_counter()
         try:
-            spec.parallelize_fn(
-                model,
-                parallel_dims=parallel_dims,
-                training=TrainingConfig(),
-                parallelism=parallelism,
-                compile_config=CompileConfig(),
-                ac_config=None,
-                dump_folder="",
+            call_parallelize_fn(
+                spec, model, parallelism=parallelism, parallel_dims=parallel_dims
             )
         except ValueError as error:
             return time.perf_counter() - started, str(error)[:300]
@@ -85,14 +70,14 @@ def main() -> int:
         invalid_runs = [
             parallelize_seconds(
                 qwen3_5.model_registry(args.flavor), tp=args.invalid_tp,
-                world_size=args.world_size, configure=False,
+                world_size=args.world_size, configure_first=False,
             )
             for _ in range(args.repeat)
         ]
         valid_runs = [
             parallelize_seconds(
                 qwen3_5.model_registry(args.flavor), tp=args.valid_tp,
-                world_size=args.world_size, configure=True,
+                world_size=args.world_size, configure_first=True,
             )
             for _ in range(args.repeat + 1)
         ][1:]

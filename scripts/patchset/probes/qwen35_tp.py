@@ -21,6 +21,7 @@ on CPU needs it.
 """
 
 import argparse
+import contextlib
 import copy
 import inspect
 import json
@@ -127,10 +128,47 @@ def set_sharding_config(model_config) -> None:
     set_qwen35_sharding_config(model_config, **options)
 
 
+def configure(spec, parallelism, *, skip_config_check: bool) -> None:
+    """The trainer's ``update_from_config``, or only the model's own sharding
+    helper (how a caller that builds its own trainer reaches parallelize_fn)."""
+    if skip_config_check:
+        set_sharding_config(spec.model)
+    else:
+        spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
+
+
+@contextlib.contextmanager
+def meta_model_on_cpu_mesh(spec, parallelism, *, world_size: int):
+    """The spec's model on the meta device, and ParallelDims with a CPU mesh
+    of ``world_size`` ranks (the device type stays CPU inside the block)."""
+    from torchtitan.distributed import ParallelDims
+
+    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
+        parallel_dims = ParallelDims.from_config(parallelism, world_size)
+        parallel_dims.build_mesh()
+        with torch.device("meta"):
+            model = spec.model.build()
+        yield model, parallel_dims
+
+
+def call_parallelize_fn(spec, model, *, parallelism, parallel_dims) -> None:
+    """The model spec's ``parallelize_fn`` with the trainer's defaults."""
+    from torchtitan.config import CompileConfig, TrainingConfig
+
+    spec.parallelize_fn(
+        model,
+        parallel_dims=parallel_dims,
+        training=TrainingConfig(),
+        parallelism=parallelism,
+        compile_config=CompileConfig(),
+        ac_config=None,
+        dump_folder="",
+    )
+
+
 def run(args: argparse.Namespace, report: dict) -> None:
     import torchtitan
-    from torchtitan.config import CompileConfig, ParallelismConfig, TrainingConfig
-    from torchtitan.distributed import ParallelDims
+    from torchtitan.config import ParallelismConfig
     from torchtitan.distributed.utils import set_spmd_backend
     from torchtitan.models import qwen3_5
 
@@ -145,31 +183,18 @@ def run(args: argparse.Namespace, report: dict) -> None:
     )
 
     report["stage"] = "config"
-    if args.skip_config_check:
-        set_sharding_config(spec.model)
-    else:
-        spec.model.update_from_config(
-            config=types.SimpleNamespace(parallelism=parallelism)
-        )
+    configure(spec, parallelism, skip_config_check=args.skip_config_check)
     if args.stage == "config":
         return
 
     report["stage"] = "parallelize"
-    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
-        parallel_dims = ParallelDims.from_config(parallelism, args.tp)
-        parallel_dims.build_mesh()
-        with torch.device("meta"):
-            model = spec.model.build()
+    with meta_model_on_cpu_mesh(spec, parallelism, world_size=args.tp) as (
+        model, parallel_dims
+    ):
         started = time.perf_counter()
         try:
-            spec.parallelize_fn(
-                model,
-                parallel_dims=parallel_dims,
-                training=TrainingConfig(),
-                parallelism=parallelism,
-                compile_config=CompileConfig(),
-                ac_config=None,
-                dump_folder="",
+            call_parallelize_fn(
+                spec, model, parallelism=parallelism, parallel_dims=parallel_dims
             )
         finally:
             report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
