@@ -97,7 +97,6 @@ def main() -> int:
         "valid_tp": args.valid_tp,
         "valid_errors": sorted({error for _, error in valid_runs}),
         "valid_ms": round(valid * 1e3, 3),
-        "ratio": round(invalid / valid, 5),
     }))
     return 0
 
