@@ -16,6 +16,7 @@ from patchset.workspace import Workspace
 # What the check may cost on the largest Qwen3.5 MoE model (#2574).
 BUDGET_MS = 5.0
 BUDGET_RATIO = 0.01
+REPEAT = 5
 
 
 def _check_outcomes(target: str, report: dict) -> None:
@@ -41,7 +42,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
         if not read_series(workspace):
             print(f"| {name} | no fix yet (empty series) | | | | |")
             continue
-        report = run_probe(python, workspace.fork_dir, "check_cost")
+        report = run_probe(python, workspace.fork_dir, "check_cost", f"--repeat={REPEAT}")
         _check_outcomes(name, report)
         # The first refused run, as a launch would pay it.
         first = report["invalid_first_ms"]
@@ -59,7 +60,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
         )
     print(
         "\nOn the meta-device model under a fake process group, in one process: the "
-        "refused runs first (the first of them, and the best of 5), then the best of 5 "
-        "valid runs after one warm-up, with the partial_dtensor SPMD backend."
+        f"refused runs first (the first of them, and the best of {REPEAT}), then the best "
+        f"of {REPEAT} valid runs after one warm-up, with the partial_dtensor SPMD backend."
     )
     return 1 if over else 0

@@ -43,9 +43,13 @@ def cmd_export(workspace: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_targets(workspace: Workspace, args: argparse.Namespace) -> list[Workspace]:
+    """The target named by --target, or every target."""
+    return [workspace] if args.target else workspace.every_target()
+
+
 def cmd_apply(workspace: Workspace, args: argparse.Namespace) -> int:
-    candidates = [workspace] if args.target else workspace.every_target()
-    print(apply.apply_first_fitting(candidates, Path(args.to)))
+    print(apply.apply_first_fitting(chosen_targets(workspace, args), Path(args.to)))
     return 0
 
 
@@ -53,16 +57,14 @@ def cmd_demo(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import demo
 
     python = set_up(workspace)
-    chosen = [workspace] if args.target else workspace.every_target()
-    return demo.run_targets(chosen, python=python)
+    return demo.run_targets(chosen_targets(workspace, args), python=python)
 
 
 def cmd_check_cost(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import check_cost
 
     python = set_up(workspace)
-    chosen = [workspace] if args.target else workspace.every_target()
-    return check_cost.run_targets(chosen, python=python)
+    return check_cost.run_targets(chosen_targets(workspace, args), python=python)
 
 
 def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:

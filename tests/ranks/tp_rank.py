@@ -27,17 +27,18 @@ import json
 import os
 import sys
 import time
-import types
 from datetime import timedelta
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import distribute_tensor, DTensor
 
 from patchset.probes.qwen35_tp import (
+    call_parallelize_fn,
+    configure,
     forward,
+    meta_model_on_cpu_mesh,
     only_full_attention,
     run_and_record,
     SEQ_LEN,
@@ -74,24 +75,6 @@ def logits_of(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
     return logits.full_tensor() if isinstance(logits, DTensor) else logits
 
 
-def parallelize(spec, parallelism, parallel_dims, training) -> torch.nn.Module:
-    from torchtitan.config import CompileConfig
-
-    with torch.device("meta"):
-        model = spec.model.build()
-    spec.parallelize_fn(
-        model,
-        parallel_dims=parallel_dims,
-        training=training,
-        parallelism=parallelism,
-        compile_config=CompileConfig(),
-        ac_config=None,
-        dump_folder="",
-    )
-    model.to_empty(device="cpu")
-    return model
-
-
 def load_full_weights(model: torch.nn.Module, reference: torch.nn.Module) -> None:
     """Give every rank its shard of the TP=1 model's weights and buffers."""
     full = dict(reference.named_parameters()) | dict(reference.named_buffers())
@@ -118,7 +101,6 @@ def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def run(args: argparse.Namespace, report: dict) -> None:
     import torchtitan
     from torchtitan.config import ParallelismConfig, TrainingConfig
-    from torchtitan.distributed import ParallelDims
     from torchtitan.distributed.utils import set_spmd_backend
 
     report["torchtitan"] = torchtitan.__file__
@@ -129,23 +111,20 @@ def run(args: argparse.Namespace, report: dict) -> None:
     )
     spec = model_spec(args.model, args.flavor, all_full_attention=args.all_full_attention)
     report["stage"] = "config"
-    if args.mode == "launch":
-        from torchtitan.models.qwen3_5.sharding import set_qwen35_sharding_config
+    configure(spec, parallelism, skip_config_check=args.mode == "launch")
 
-        set_qwen35_sharding_config(spec.model, enable_ep=False)
-    else:
-        spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
-
-    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
-        parallel_dims = ParallelDims.from_config(parallelism, world_size)
-        parallel_dims.build_mesh()
-        report["stage"] = "parallelize"
-        # compare: float32 parameters in FSDP's mixed precision, as in the
-        # TP=1 model; launch: the trainer's default (bfloat16).
-        training = TrainingConfig(
-            mixed_precision_param="float32" if args.mode == "compare" else "bfloat16"
-        )
-        model = parallelize(spec, parallelism, parallel_dims, training)
+    report["stage"] = "parallelize"
+    # compare: float32 parameters in FSDP's mixed precision, as in the
+    # TP=1 model; launch: the trainer's default (bfloat16).
+    training = TrainingConfig(
+        mixed_precision_param="float32" if args.mode == "compare" else "bfloat16"
+    )
+    with meta_model_on_cpu_mesh(spec, parallelism, world_size=world_size) as (
+        model, parallel_dims
+    ):
+        call_parallelize_fn(spec, model, parallelism=parallelism,
+                            parallel_dims=parallel_dims, training=training)
+    model.to_empty(device="cpu")
 
     torch.manual_seed(0)
     tokens = torch.randint(0, 1000, (2, SEQ_LEN))

@@ -151,14 +151,15 @@ def meta_model_on_cpu_mesh(spec, parallelism, *, world_size: int):
         yield model, parallel_dims
 
 
-def call_parallelize_fn(spec, model, *, parallelism, parallel_dims) -> None:
-    """The model spec's ``parallelize_fn`` with the trainer's defaults."""
+def call_parallelize_fn(spec, model, *, parallelism, parallel_dims, training=None) -> None:
+    """The model spec's ``parallelize_fn`` with the trainer's defaults (or
+    the given ``TrainingConfig``)."""
     from torchtitan.config import CompileConfig, TrainingConfig
 
     spec.parallelize_fn(
         model,
         parallel_dims=parallel_dims,
-        training=TrainingConfig(),
+        training=training or TrainingConfig(),
         parallelism=parallelism,
         compile_config=CompileConfig(),
         ac_config=None,
