@@ -45,6 +45,7 @@ class Row:
     heads: dict[str, list[int]]
     valid_tp: list[int] | None
     recipes: list[Recipe]
+    build_error: str | None = None  # the flavor's model does not build in this tree
 
     def to_json(self) -> dict:
         return {
@@ -54,6 +55,7 @@ class Row:
             "valid_tp": self.valid_tp,
             "largest_valid_tp": self.valid_tp[-1] if self.valid_tp else None,
             "recipes": [vars(recipe) for recipe in self.recipes],
+            "build_error": self.build_error,
         }
 
 
@@ -137,6 +139,7 @@ def _rows(flavors: list[dict], recipes: list[dict]) -> list[Row]:
                 flavor=flavor["flavor"],
                 heads=flavor["heads"],
                 valid_tp=valid_tp,
+                build_error=flavor.get("build_error"),
                 recipes=[
                     Recipe(
                         name=recipe["recipe"],
@@ -160,9 +163,15 @@ def _values(values: list[int] | None) -> str:
     return ", ".join(str(v) for v in values) if values else "—"
 
 
-def _recipe_cell(recipe: Recipe) -> str:
+def _recipe_cell(recipe: Recipe, *, builds: bool) -> str:
     mark = {True: "✓", False: "✗ invalid", None: "no TP sharding"}[recipe.valid]
-    return f"`{recipe.name}` TP={recipe.tp} {mark}"
+    return f"`{recipe.name}` TP={recipe.tp} {mark if builds else 'model does not build'}"
+
+
+def _valid_cell(row: Row) -> str:
+    if row.build_error:
+        return f"model does not build: {row.build_error.split(':')[0]}"
+    return _values(row.valid_tp) if row.valid_tp else "TP shards no heads"
 
 
 def _cells(row: Row) -> list[str]:
@@ -180,8 +189,11 @@ def _cells(row: Row) -> list[str]:
         linear,
         _values(heads.get("vision")),
         str(row.valid_tp[-1]) if row.valid_tp else "—",
-        _values(row.valid_tp) if row.valid_tp else "TP shards no heads",
-        "<br>".join(_recipe_cell(recipe) for recipe in row.recipes) or "—",
+        _valid_cell(row),
+        "<br>".join(
+            _recipe_cell(recipe, builds=row.build_error is None) for recipe in row.recipes
+        )
+        or "—",
     ]
 
 

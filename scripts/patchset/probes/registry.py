@@ -104,7 +104,18 @@ def sharded_head_counts(model_config) -> list:
 
 
 def describe_flavor(model_name: str, flavor: str, registry) -> dict:
-    counts = sharded_head_counts(registry(flavor).model)
+    try:
+        counts = sharded_head_counts(registry(flavor).model)
+    except LookupError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a flavor the tree cannot build
+        return {
+            "model": model_name,
+            "flavor": flavor,
+            "heads": {},
+            "valid_tp": None,
+            "build_error": f"{type(error).__name__}: {error}",
+        }
     heads: dict[str, list[int]] = {}
     for count in counts:
         values = heads.setdefault(head_kind(count), [])
