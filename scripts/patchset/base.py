@@ -151,16 +151,31 @@ def base_is_pinned(fork: Path, pin: SdistPin | GitPin) -> bool:
 
 def ensure_pristine_tree(workspace: Workspace) -> Path:
     """The files of the fork's base commit, in a folder nothing ever edits."""
+    return ensure_tree_at(workspace, BASE_TAG)
+
+
+def ensure_tree_after_first_patch(workspace: Workspace) -> Path:
+    """The files of the fork's first commit after the base: for a series whose
+    first patch makes the branch run at all, the tree the fix is measured on."""
+    commits = git.output(workspace.fork_dir, "rev-list", "--reverse", f"{BASE_TAG}..HEAD")
+    if not commits:
+        raise PatchsetError(f"{workspace.fork_label} has no commit after its base")
+    return ensure_tree_at(workspace, commits.split()[0])
+
+
+def ensure_tree_at(workspace: Workspace, revision: str) -> Path:
+    """The files of the fork's ``revision``, in a folder named after its
+    commit that nothing ever edits."""
     fork = workspace.fork_dir
-    commit = git.output(fork, "rev-parse", f"{BASE_TAG}^{{commit}}")
+    commit = git.output(fork, "rev-parse", f"{revision}^{{commit}}")
     tree = workspace.cache_dir / "pristine" / f"{workspace.target.name}-{commit[:12]}"
     if tree.is_dir():
         return tree
     tree.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=tree.parent))
     try:
-        git.run(fork, "archive", "--format=tar", f"--output={scratch}/base.tar", BASE_TAG)
-        with tarfile.open(scratch / "base.tar") as archive:
+        git.run(fork, "archive", "--format=tar", f"--output={scratch}/tree.tar", commit)
+        with tarfile.open(scratch / "tree.tar") as archive:
             archive.extractall(scratch / "tree", filter="data")
         (scratch / "tree").replace(tree)
     finally:

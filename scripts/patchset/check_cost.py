@@ -50,7 +50,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
         within = first <= BUDGET_MS and ratio <= BUDGET_RATIO
         over = over or not within
         model = (
-            f"qwen3_5 {report['flavor']}, world size {report['world_size']}, "
+            f"{report['model']} {report['flavor']}, world size {report['world_size']}, "
             f"TP={report['invalid_tp']} vs TP={report['valid_tp']}"
         )
         print(

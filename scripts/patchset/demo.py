@@ -18,12 +18,16 @@ from patchset.series import read_series
 from patchset.workspace import Workspace
 
 FLAVOR = "debugmodel_moe"
+# The same model on the #2545 branch, under its name there.
+BRANCH_FLAVOR = "debugmodel"
 
 
-def qwen35_probe(python: Path, tree: Path, *scenarios: dict) -> list[dict]:
+def qwen35_probe(
+    python: Path, tree: Path, *scenarios: dict, flavor: str = FLAVOR
+) -> list[dict]:
     """Each scenario's report, from one interpreter with ``tree`` on the path."""
     args = [json.dumps(scenario) for scenario in scenarios]
-    return run_probe(python, tree, "qwen35_tp", "--flavor", FLAVOR, *args)["reports"]
+    return run_probe(python, tree, "qwen35_tp", "--flavor", flavor, *args)["reports"]
 
 
 def describe(report: dict) -> str:
@@ -50,8 +54,11 @@ def show(title: str, report: dict) -> dict:
     return report
 
 
-def fix_is_right(rejected: dict, config_time: dict, accepted: dict) -> list[str]:
-    """What is wrong with the patched behaviour (empty when it is right)."""
+def fix_is_right(
+    rejected: dict, accepted: dict, *, config_time: dict | None = None
+) -> list[str]:
+    """What is wrong with the patched behaviour (empty when it is right);
+    ``config_time`` is the trainer's config-time check, where the tree has one."""
     problems = []
     if not (
         rejected["outcome"] == "error"
@@ -62,7 +69,7 @@ def fix_is_right(rejected: dict, config_time: dict, accepted: dict) -> list[str]
         and rejected["error"].endswith("values for this model: 1, 2.")
     ):
         problems.append("TP=4 was not rejected by parallelize_fn before sharding")
-    if config_time.get("error") != rejected.get("error"):
+    if config_time is not None and config_time.get("error") != rejected.get("error"):
         problems.append("the config-time check does not give the same message")
     if accepted["outcome"] != "ok" or "logits_shape" not in accepted:
         problems.append("TP=2 did not run a forward pass")
@@ -93,8 +100,56 @@ def brief(report: dict) -> str:
     )
 
 
+def is_moe_branch(tree: Path) -> bool:
+    """Whether ``tree`` is the Qwen3.5-MoE branch of #2545, where the model
+    is ``qwen3_5_moe`` and TP does not run until the series' first patch."""
+    models = tree / "torchtitan" / "models"
+    return (models / "qwen3_5_moe").is_dir() and not (models / "qwen3_5").is_dir()
+
+
+def run_on_moe_branch(workspace: Workspace, *, python: Path) -> TargetRow:
+    """The branch has no config-time stage. Its pristine tree cannot apply TP
+    at all, so the failure #2574 describes is shown on the tree with only the
+    series' first patch, which makes TP run."""
+    name = workspace.target.name
+    print(f"\n=== target {name}: Qwen3.5 MoE ({BRANCH_FLAVOR}: 4 query heads, "
+          "2 KV heads), fake process group on CPU")
+    tp4_forward = {"tp": 4, "stage": "forward"}
+    (pristine,) = qwen35_probe(
+        python, base.ensure_pristine_tree(workspace), tp4_forward, flavor=BRANCH_FLAVOR
+    )
+    show(f"{name} pristine branch, parallelize_fn with TP=4, then a forward pass", pristine)
+    (unchecked,) = qwen35_probe(
+        python, base.ensure_tree_after_first_patch(workspace), tp4_forward,
+        flavor=BRANCH_FLAVOR,
+    )
+    show(
+        f"{name} branch with the series' first patch (TP runs), parallelize_fn with "
+        "TP=4, then a forward pass",
+        unchecked,
+    )
+    rejected, accepted = qwen35_probe(
+        python, workspace.fork_dir,
+        {"tp": 4, "stage": "parallelize"},
+        {"tp": 2, "stage": "forward"},
+        flavor=BRANCH_FLAVOR,
+    )
+    n_patches = len(read_series(workspace))
+    show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
+    show(f"{name} patched fork, TP=2: parallelize_fn, forward", accepted)
+    return TargetRow(
+        target=name,
+        pristine=f"{brief(unchecked)} (once TP runs; pristine: {pristine['error_type']})",
+        patched=f"{brief(rejected)}; {rejected['dtensor_parameters']} DTensors made",
+        accepted=brief(accepted),
+        problems=tuple(fix_is_right(rejected, accepted)),
+    )
+
+
 def run(workspace: Workspace, *, python: Path) -> TargetRow:
     name = workspace.target.name
+    if is_moe_branch(workspace.fork_dir) and read_series(workspace):
+        return run_on_moe_branch(workspace, python=python)
     pristine = base.ensure_pristine_tree(workspace)
     fork = workspace.fork_dir
     n_patches = len(read_series(workspace))
@@ -140,7 +195,7 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         pristine=brief(unchecked),
         patched=patched,
         accepted=brief(accepted),
-        problems=tuple(fix_is_right(rejected, config_time, accepted)),
+        problems=tuple(fix_is_right(rejected, accepted, config_time=config_time)),
     )
 
 

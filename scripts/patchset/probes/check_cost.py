@@ -21,14 +21,23 @@ import time
 import torch.distributed as dist
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
-from qwen35_tp import call_parallelize_fn, configure, meta_model_on_cpu_mesh
+from qwen35_tp import (
+    call_moe_branch_parallelize_fn,
+    call_parallelize_fn,
+    configure,
+    is_moe_branch,
+    meta_model_on_cpu_mesh,
+    moe_branch_meta_model,
+)
 
 SPMD_BACKEND = "partial_dtensor"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flavor", default="397B-A17B")
+    parser.add_argument(
+        "--flavor", help="default: 397B-A17B (397b-a17b on the #2545 branch)"
+    )
     parser.add_argument("--world-size", type=int, default=8)
     parser.add_argument("--invalid-tp", type=int, default=4)
     parser.add_argument("--valid-tp", type=int, default=2)
@@ -41,6 +50,14 @@ def parallelize_seconds(
 ) -> tuple[float, str]:
     """One ``parallelize_fn`` call on a fresh meta model: its wall time and
     the ``ValueError`` it raised ("" if none)."""
+    if is_moe_branch():
+        # The branch has no config-time stage to run first.
+        with moe_branch_meta_model(spec, tp=tp, world_size=world_size) as (
+            model, parallel_dims
+        ):
+            return timed(call_moe_branch_parallelize_fn, spec, model,
+                         parallel_dims=parallel_dims)
+
     from torchtitan.config import ParallelismConfig
 
     parallelism = ParallelismConfig(tensor_parallel_degree=tp, spmd_backend=SPMD_BACKEND)
@@ -48,35 +65,50 @@ def parallelize_seconds(
     with meta_model_on_cpu_mesh(spec, parallelism, world_size=world_size) as (
         model, parallel_dims
     ):
-        started = time.perf_counter()
-        try:
-            call_parallelize_fn(
-                spec, model, parallelism=parallelism, parallel_dims=parallel_dims
-            )
-        except ValueError as error:
-            return time.perf_counter() - started, str(error)[:300]
-        return time.perf_counter() - started, ""
+        return timed(call_parallelize_fn, spec, model, parallelism=parallelism,
+                     parallel_dims=parallel_dims)
+
+
+def timed(call, *args, **kwargs) -> tuple[float, str]:
+    """``call``'s wall time, and the ``ValueError`` it raised ("" if none)."""
+    started = time.perf_counter()
+    try:
+        call(*args, **kwargs)
+    except ValueError as error:
+        return time.perf_counter() - started, str(error)[:300]
+    return time.perf_counter() - started, ""
+
+
+def model_registry(flavor: str | None):
+    """The Qwen3.5 MoE registry of this tree, and the flavor to measure."""
+    if is_moe_branch():
+        from torchtitan.models import qwen3_5_moe
+
+        return qwen3_5_moe.model_registry, flavor or "397b-a17b"
+    from torchtitan.distributed.utils import set_spmd_backend
+    from torchtitan.models import qwen3_5
+
+    set_spmd_backend(SPMD_BACKEND)
+    return qwen3_5.model_registry, flavor or "397B-A17B"
 
 
 def main() -> int:
     args = parse_args()
     import torchtitan
-    from torchtitan.distributed.utils import set_spmd_backend
-    from torchtitan.models import qwen3_5
 
-    set_spmd_backend(SPMD_BACKEND)
+    registry, flavor = model_registry(args.flavor)
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.world_size)
     try:
         invalid_runs = [
             parallelize_seconds(
-                qwen3_5.model_registry(args.flavor), tp=args.invalid_tp,
+                registry(flavor), tp=args.invalid_tp,
                 world_size=args.world_size, configure_first=False,
             )
             for _ in range(args.repeat)
         ]
         valid_runs = [
             parallelize_seconds(
-                qwen3_5.model_registry(args.flavor), tp=args.valid_tp,
+                registry(flavor), tp=args.valid_tp,
                 world_size=args.world_size, configure_first=True,
             )
             for _ in range(args.repeat + 1)
@@ -87,7 +119,8 @@ def main() -> int:
     valid = min(seconds for seconds, _ in valid_runs)
     print(json.dumps({
         "torchtitan": torchtitan.__file__,
-        "flavor": args.flavor,
+        "model": registry.__module__.rsplit(".", 1)[-1],
+        "flavor": flavor,
         "world_size": args.world_size,
         "spmd_backend": SPMD_BACKEND,
         "invalid_tp": args.invalid_tp,

@@ -214,11 +214,116 @@ def run(args: argparse.Namespace, report: dict) -> None:
         report["logits_shape"] = list(logits.shape)
 
 
+def is_moe_branch() -> bool:
+    """Whether the tree is the Qwen3.5-MoE branch of #2545 (``qwen3_5_moe``,
+    TP applied by ``apply_non_moe_tp``) rather than 0.3.0 or later."""
+    import importlib.util
+
+    return importlib.util.find_spec("torchtitan.models.qwen3_5") is None
+
+
+@contextlib.contextmanager
+def cpu_friendly_moe_branch(model):
+    """What a CPU forward pass of the branch's model needs, and no GPU does:
+    its full-attention layers run SDPA on local tensors (the tree's own
+    wrapper for backends without DTensor support; CPU SDPA has none), and
+    ``torch.histc``, which has no CPU kernel for integers, counts the MoE
+    router's choices as floats."""
+    from torchtitan.models.qwen3_5_moe.parallelize import _DTensorSafeInnerAttention
+
+    for block in model.layers.values():
+        inner = getattr(block.attn, "inner_attention", None)
+        if inner is not None and not isinstance(inner, _DTensorSafeInnerAttention):
+            block.attn.inner_attention = _DTensorSafeInnerAttention(inner)
+    histc = torch.histc
+
+    def histc_of_floats(values, *args, **kwargs):
+        return histc(values.float(), *args, **kwargs).to(values.dtype)
+
+    with mock.patch.object(torch, "histc", histc_of_floats):
+        yield
+
+
+@contextlib.contextmanager
+def moe_branch_meta_model(spec, *, tp: int, world_size: int):
+    """The branch's model on the meta device, and ParallelDims with a CPU
+    mesh of ``world_size`` ranks (data-parallel sharding on the rest)."""
+    from torchtitan.distributed import ParallelDims
+
+    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
+        parallel_dims = ParallelDims(
+            dp_replicate=1, dp_shard=world_size // tp, cp=1, tp=tp, pp=1, ep=1, etp=1,
+            world_size=world_size,
+        )
+        parallel_dims.build_mesh()
+        with torch.device("meta"):
+            model = spec.model.build()
+        yield model, parallel_dims
+
+
+def call_moe_branch_parallelize_fn(spec, model, *, parallel_dims) -> None:
+    """The branch's ``parallelize_fn`` with the trainer's defaults."""
+    from torchtitan.config import (
+        ActivationCheckpointConfig,
+        CompileConfig,
+        ParallelismConfig,
+        TrainingConfig,
+    )
+    from torchtitan.protocols.model_converter import ModelConvertersContainer
+
+    spec.parallelize_fn(
+        model,
+        parallel_dims=parallel_dims,
+        training=TrainingConfig(),
+        model_converters=ModelConvertersContainer.Config(),
+        parallelism=ParallelismConfig(
+            tensor_parallel_degree=parallel_dims.tp,
+            data_parallel_shard_degree=parallel_dims.dp_shard,
+        ),
+        compile_config=CompileConfig(),
+        ac_config=ActivationCheckpointConfig(mode="none"),
+        dump_folder="",
+    )
+
+
+def run_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
+    """The scenario on the #2545 branch, which has no config-time stage: the
+    trainer's next step after building the model is ``parallelize_fn``."""
+    import torchtitan
+    from torchtitan.models import qwen3_5_moe
+
+    report["torchtitan"] = torchtitan.__file__
+    spec = qwen3_5_moe.model_registry(args.flavor)
+    # FLA's Triton kernels have no CPU path; the tree's own PyTorch one does.
+    spec.model.layer.deltanet.fla_backend = "torch_naive"
+    report["stage"] = "parallelize"
+    with moe_branch_meta_model(spec, tp=args.tp, world_size=args.tp) as (
+        model, parallel_dims
+    ):
+        started = time.perf_counter()
+        try:
+            call_moe_branch_parallelize_fn(spec, model, parallel_dims=parallel_dims)
+        finally:
+            report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
+            report["dtensor_parameters"] = sum(
+                isinstance(p, DTensor) for p in model.parameters()
+            )
+    if args.stage == "parallelize":
+        return
+
+    report["stage"] = "forward"
+    model.to_empty(device="cpu")
+    with torch.no_grad(), cpu_friendly_moe_branch(model):
+        model.init_weights(buffer_device=torch.device("cpu"))
+        logits = model(torch.randint(0, 1000, (1, SEQ_LEN)))
+    report["logits_shape"] = list(logits.shape)
+
+
 def scenario_report(args: argparse.Namespace) -> dict:
     report: dict = {"flavor": args.flavor, "tp": args.tp}
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.tp)
     try:
-        run_and_record(run, args, report)
+        run_and_record(run_on_moe_branch if is_moe_branch() else run, args, report)
     finally:
         dist.destroy_process_group()
     return report

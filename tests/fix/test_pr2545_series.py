@@ -1,0 +1,103 @@
+"""The pr2545 series' upstream-bound tests: green on the fork, red on the
+branch for the reason each patch exists.
+
+The negative controls copy the series' test files into runs against two
+trees: the pristine branch, where TP on qwen3_5_moe cannot even be set up,
+and the branch with only the series' first patch (which makes TP run),
+where every invalid degree goes through parallelize_fn unchecked.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from patchset import base
+from upstream_pytest import run_unit_tests
+
+UNIT_TESTS = Path("tests") / "unit_tests"
+SERIES_TEST_FILES = ("test_tp_degree_validation.py", "test_parallelize_tp_degree.py")
+UNCHECKED = "parallelize_fn accepted tensor_parallel_degree="
+REJECTION_TESTS = (
+    "test_qwen3_5_moe_rejects_tp4[debugmodel-4-1]",
+    "test_qwen3_5_moe_rejects_tp4[397b-a17b-8-2]",
+    "test_qwen3_5_moe_35b_a3b_message_names_the_layers",
+    "test_llama3_rejects_tp_above_its_kv_heads",
+    "test_llama4_rejects_tp_above_its_kv_heads[17bx16e]",
+    "test_qwen3_rejects_tp_above_its_kv_heads[0.6B-16-8-1, 2, 4, 8]",
+    "test_deepseek_v3_rejects_tp_above_its_heads",
+    "test_gpt_oss_rejects_tp_above_its_kv_heads",
+    "test_graph_trainer_rejects_tp_above_the_heads[llama3-8B-16-n_kv_heads=8]",
+)
+
+
+@pytest.fixture(scope="module")
+def pr2545(workspace):
+    return workspace.at("pr2545")
+
+
+def series_tests(fork: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for name in SERIES_TEST_FILES:
+        shutil.copy(fork / UNIT_TESTS / name, dest / name)
+    return dest
+
+
+def run_on(tree: Path, fork: Path, tmp_path: Path) -> dict:
+    tests = series_tests(fork, tmp_path / "unit_tests")
+    return run_unit_tests(tests=tests, torchtitan_tree=tree, report=tmp_path / "r.xml")
+
+
+def outcome_of(run: dict, test: str) -> str | None:
+    (name,) = [name for name in run["outcomes"] if name.endswith(f"::{test}")]
+    return run["outcomes"][name]
+
+
+def test_series_tests_pass_on_the_pr2545_fork(pr2545, tmp_path):
+    run = run_on(pr2545.fork_dir, pr2545.fork_dir, tmp_path)
+    assert run["returncode"] == 0, run["output"][-3000:]
+    assert len(run["outcomes"]) >= 40
+    assert all(message is None for message in run["outcomes"].values())
+
+
+def test_tp_does_not_run_on_the_pristine_branch(pr2545, tmp_path):
+    pristine = base.ensure_pristine_tree(pr2545)
+    run = run_on(pristine, pr2545.fork_dir, tmp_path)
+    assert run["returncode"] != 0
+    accepts = [n for n in run["outcomes"] if "test_qwen3_5_moe_accepts_tp2[" in n]
+    built = [n for n in accepts if "397B_A19B" not in n]
+    assert len(built) == 10
+    # The first call fails importing torch internals that no release has
+    # together; later ones (the import is attempted once) on NoParallel's
+    # removed argument. Both are what the series' first patch fixes.
+    reasons = {
+        "cannot import name 'pointwise_strategy'",
+        "NoParallel.__init__() got an unexpected keyword argument 'use_local_output'",
+    }
+    found = {
+        reason for name in built for reason in reasons if reason in run["outcomes"][name]
+    }
+    assert found == reasons
+    for name in built:
+        assert any(reason in run["outcomes"][name] for reason in reasons), name
+
+
+def test_checks_are_missing_once_tp_runs(pr2545, tmp_path):
+    tree = base.ensure_tree_after_first_patch(pr2545)
+    run = run_on(tree, pr2545.fork_dir, tmp_path)
+    assert run["returncode"] != 0
+    # TP runs: the valid degrees shard the models.
+    for test in (
+        "test_qwen3_5_moe_accepts_tp2[397b-a17b-4-2]",
+        "test_llama3_accepts_tp_that_divides_its_kv_heads",
+        "test_qwen3_accepts_tp_that_divides_its_kv_heads",
+    ):
+        assert outcome_of(run, test) is None, test
+    # The check is missing: every invalid degree goes through parallelize_fn.
+    for test in REJECTION_TESTS:
+        assert UNCHECKED in (outcome_of(run, test) or ""), test
+    helper_tests = [n for n in run["outcomes"] if "test_tp_degree_validation" in n]
+    assert helper_tests and all(
+        "cannot import name 'get_tp_sharded_head_counts'" in run["outcomes"][n]
+        for n in helper_tests
+    ), helper_tests
