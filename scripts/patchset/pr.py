@@ -7,28 +7,16 @@ messages, and the TP table regenerated from the registry.
 from pathlib import Path
 
 from patchset import git, table
+from patchset.errors import PatchsetError
 from patchset.series import BASE_TAG, read_series
 from patchset.targets import GitPin
 from patchset.workspace import Workspace
 
 TITLE = "Check the tensor-parallel degree against every head count TP shards"
 
-PROBLEM = """\
-Tensor parallelism shards head-sharded projections (`wq`/`wk`/`wv`,
-Qwen3.5's GatedDeltaNet projections and convolutions, vision attention) by
-output features, so `tensor_parallel_degree` must divide every head count it
-splits. Nothing checks this in `parallelize_fn`: the Qwen3.5 MoE models have
-two KV heads, and with TP=4 and the TP sharding configs in place the first
-forward pass fails in a reshape (`Sharding propagation failed for
-aten.view.default(...)`) instead of at start-up with a message that says
-what to change (#2574). Two shipped recipes ask for such a degree.
-
-What the `parallelize_fn` check adds: every shipped entry point (trainer,
-forge, torchft, graph_trainer precompile, RL) calls `update_from_config`
-first, whose check already refused TP=4 on Qwen3.5, but looked only at the
-first attention layer. The call in each `parallelize_fn` protects direct
-callers and any path that skips the config step; the config-time check now
-covers every layer and every head-sharded module, with the same message."""
+# The Problem section of each target's PR text: it differs with what the
+# tree checks today and which models it has.
+PROBLEM_FILE = "problem.md"
 
 TESTED = """\
 CPU only, on a `fake` process group:
@@ -61,11 +49,22 @@ def _changes(workspace: Workspace) -> str:
     return "\n".join(lines)
 
 
+def problem(workspace: Workspace) -> str:
+    path = workspace.patches_dir / PROBLEM_FILE
+    try:
+        return path.read_text().strip()
+    except OSError as err:
+        raise PatchsetError(
+            f"{workspace.patches_label}/{PROBLEM_FILE} is missing: the PR text's "
+            f"Problem section for target '{workspace.target.name}' is written there"
+        ) from err
+
+
 def based_on(workspace: Workspace) -> str:
     """The sentence that names the tree the stack is made against."""
     pin = workspace.target.pin
     if isinstance(pin, GitPin):
-        return f"The stack applies to `main` at {pin.commit} with plain `git am`."
+        return f"The stack applies to {pin.branch} at {pin.commit} with plain `git am`."
     return f"The stack applies to the torchtitan {pin.version} release."
 
 
@@ -82,7 +81,7 @@ def description(workspace: Workspace, *, python: Path) -> str:
         [
             f"# {TITLE}",
             "## Problem",
-            PROBLEM,
+            problem(workspace),
             "## What changed",
             based_on(workspace),
             _changes(workspace),

@@ -46,6 +46,7 @@ class GitPin:
     snapshot: str | None
     snapshot_sha256: str | None
     snapshot_dir: Path
+    branch: str = "`main`"  # what the pinned commit is, in the PR text
 
     @property
     def snapshot_path(self) -> Path | None:
@@ -96,6 +97,7 @@ def pin_from(name: str, table: dict, *, snapshot_dir: Path) -> SdistPin | GitPin
         snapshot=table.get("snapshot"),
         snapshot_sha256=table.get("snapshot_sha256"),
         snapshot_dir=snapshot_dir,
+        **({"branch": table["branch"]} if "branch" in table else {}),
     )
 
 
