@@ -111,3 +111,28 @@ def test_real_series_on_the_main_snapshot(tmp_path):
     assert f"applied the main series ({len(patches)} patches)" in result.out
     plain = main_checkout(workspace, tmp_path / "plain" / "torchtitan")
     git(plain, "am", "--quiet", *[str(patch.path) for patch in patches])
+
+
+def test_picks_pr2545_on_a_checkout_of_the_branch(workspace, tmp_path):
+    """The real series on a plain repository holding the #2545 snapshot:
+    main's and v0.3's series conflict, pr2545's applies, with plain
+    ``git am`` too."""
+    pin = workspace.at("pr2545").target.pin
+
+    def branch_checkout(dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        base.unpack_snapshot(pin.snapshot_path, dest)
+        return commit_tree(dest, "the branch of #2545")
+
+    checkout = branch_checkout(tmp_path / "apply" / "torchtitan")
+    result = ScratchWorkspace(root=ROOT).series("apply", "--to", str(checkout))
+    assert result.code == 0, result.err
+    patches = read_series(workspace.at("pr2545"))
+    assert f"applied the pr2545 series ({len(patches)} patches)" in result.out
+    assert "passed over main:" in result.out and "passed over v0.3:" in result.out
+    subjects = git(checkout, "log", "--format=%s", f"-{len(patches)}").splitlines()
+    assert subjects[-1] == "[qwen3_5_moe] make tensor parallelism run again"
+
+    plain = branch_checkout(tmp_path / "plain" / "torchtitan")
+    git(plain, "am", "--quiet", *[str(patch.path) for patch in patches])
+    assert git(plain, "rev-parse", "HEAD^{tree}") == git(checkout, "rev-parse", "HEAD^{tree}")
