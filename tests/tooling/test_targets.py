@@ -111,11 +111,11 @@ def test_unknown_target_is_refused(main_scratch):
 
 
 def test_series_folder_without_a_pin_is_refused(main_scratch):
-    stray = main_scratch.root / "patches" / "pr2545"
+    stray = main_scratch.root / "patches" / "v0.4"
     stray.mkdir()
     (stray / "series").write_text("")
     result = main_scratch.series("fork")
-    assert_one_line_error(result, "patches/pr2545/ has no pin in patches/targets.toml")
+    assert_one_line_error(result, "patches/v0.4/ has no pin in patches/targets.toml")
     assert not main_scratch.forks_dir.exists()
 
 
