@@ -60,6 +60,14 @@ def problem(workspace: Workspace) -> str:
         ) from err
 
 
+def closing_line(workspace: Workspace) -> str:
+    """A pull request to upstream main fixes #2574; one to another branch
+    only refers to it (GitHub closes issues from the default branch only)."""
+    pin = workspace.target.pin
+    goes_to_main = not isinstance(pin, GitPin) or pin.branch == GitPin.branch
+    return "Fixes #2574" if goes_to_main else "Refs #2574"
+
+
 def based_on(workspace: Workspace) -> str:
     """The sentence that names the tree the stack is made against."""
     pin = workspace.target.pin
@@ -92,7 +100,7 @@ def description(workspace: Workspace, *, python: Path) -> str:
             table.to_markdown(rows),
             "## How it was tested",
             _tested(workspace),
-            "Fixes #2574",
+            closing_line(workspace),
         ]
     ) + "\n"
 

@@ -7,16 +7,11 @@ check is missing (the helper does not exist, or parallelize_fn accepts an
 invalid degree), while upstream's own tests and the valid degree pass.
 """
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from patchset import base
-from upstream_pytest import run_unit_tests
+from upstream_pytest import copy_series_tests, run_unit_tests
 
-UNIT_TESTS = Path("tests") / "unit_tests"
-SERIES_TEST_FILES = ("test_tp_kv_heads_validation.py", "test_recipe_tp_degree.py")
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
 
 
@@ -25,15 +20,8 @@ def main(workspace):
     return workspace.at("main")
 
 
-def series_tests(fork: Path, dest: Path) -> Path:
-    dest.mkdir()
-    for name in SERIES_TEST_FILES:
-        shutil.copy(fork / UNIT_TESTS / name, dest / name)
-    return dest
-
-
 def test_series_tests_pass_on_the_main_fork(main, tmp_path):
-    tests = series_tests(main.fork_dir, tmp_path / "unit_tests")
+    tests = copy_series_tests(main.fork_dir, tmp_path / "unit_tests")
     run = run_unit_tests(tests=tests, torchtitan_tree=main.fork_dir, report=tmp_path / "r.xml")
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 15
@@ -42,7 +30,7 @@ def test_series_tests_pass_on_the_main_fork(main, tmp_path):
 
 def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path):
     pristine = base.ensure_pristine_tree(main)
-    tests = series_tests(main.fork_dir, tmp_path / "unit_tests")
+    tests = copy_series_tests(main.fork_dir, tmp_path / "unit_tests")
     run = run_unit_tests(tests=tests, torchtitan_tree=pristine, report=tmp_path / "r.xml")
     assert run["returncode"] != 0
     outcomes = run["outcomes"]

@@ -1,20 +1,20 @@
 """The tests the series adds upstream: green on the fork, red on the base.
 
-The negative control runs the fork's own unit tests against the pristine
+The negative control runs the series' test files against the pristine
 base and checks that each test of the fix fails for the reason it should
 (the check is missing), while the tests of valid degrees still pass there.
+The rest of upstream's unit tests is bisect-check's job: no new failure at
+any step of the series.
 """
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from patchset import base
 from patchset.workspace import Workspace
-from upstream_pytest import run_unit_tests
+from upstream_pytest import copy_series_tests, run_unit_tests
 
-TESTS = Path("tests") / "unit_tests"
 # Test modules that import the helper, which the base does not have.
 HELPER_TEST_FILES = (
     "test_tp_degree_validation.py",
@@ -26,26 +26,24 @@ HELPER_TEST_FILES = (
 pytestmark = pytest.mark.end_to_end
 
 
-@pytest.fixture(scope="module")
-def fork_tests(v03_workspace: Workspace) -> Path:
-    return v03_workspace.fork_dir / TESTS
+@pytest.fixture
+def series_tests(v03_workspace: Workspace, tmp_path) -> Path:
+    return copy_series_tests(v03_workspace.fork_dir, tmp_path / "unit_tests")
 
 
-def test_unit_tests_pass_on_the_patched_fork(v03_workspace, fork_tests, tmp_path):
+def test_series_tests_pass_on_the_patched_fork(v03_workspace, series_tests, tmp_path):
     run = run_unit_tests(
-        tests=fork_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
+        tests=series_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
     )
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
     assert all(message is None for message in run["outcomes"].values())
 
 
-def test_unit_tests_fail_on_the_pristine_base(v03_workspace, fork_tests, tmp_path):
+def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp_path):
     pristine = base.ensure_pristine_tree(v03_workspace)
-    copied = tmp_path / "unit_tests"
-    shutil.copytree(fork_tests, copied, ignore=shutil.ignore_patterns("__pycache__"))
     run = run_unit_tests(
-        tests=copied, torchtitan_tree=pristine, report=tmp_path / "r.xml"
+        tests=series_tests, torchtitan_tree=pristine, report=tmp_path / "r.xml"
     )
     assert run["returncode"] != 0
     outcomes = run["outcomes"]

@@ -1,10 +1,31 @@
 """Run the fork's upstream-bound unit tests against a torchtitan tree."""
 
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from patchset import git
+from patchset.series import BASE_TAG
+
+UNIT_TESTS = "tests/unit_tests"
+
+
+def copy_series_tests(fork: Path, dest: Path) -> Path:
+    """Copy the test files the fork's series adds or changes under
+    tests/unit_tests to ``dest``: the tests of the fix, to run against any
+    tree. The rest of upstream's unit tests is bisect-check's job."""
+    names = git.output(
+        fork, "diff", "--name-only", "--diff-filter=AM", f"{BASE_TAG}..HEAD", "--", UNIT_TESTS
+    ).split()
+    if not names:
+        raise AssertionError(f"the series of {fork} adds no test under {UNIT_TESTS}")
+    dest.mkdir()
+    for name in names:
+        shutil.copy(fork / name, dest / Path(name).name)
+    return dest
 
 
 def run_unit_tests(*, tests: Path, torchtitan_tree: Path, report: Path) -> dict:

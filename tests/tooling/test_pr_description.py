@@ -3,7 +3,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, V03
+from patchset import pr
+from patchset.errors import PatchsetError
 
 
 def test_pr_description_and_cover_letter(tmp_path):
@@ -35,3 +39,25 @@ def test_pr_description_and_cover_letter(tmp_path):
     cover = (mail / written[0]).read_text()
     assert f"[PATCH 00/{len(patches):02d}] Check the tensor-parallel degree" in cover
     assert "*** BLURB HERE ***" not in cover and "## Affected models" in cover
+
+
+def test_each_target_names_its_tree_and_its_problem(workspace):
+    """The sentences of the PR text that differ between targets."""
+    main, release, branch = (workspace.at(name) for name in ("main", V03, "pr2545"))
+    assert pr.based_on(main).startswith("The stack applies to `main` at b5bcd76c66d0")
+    assert pr.based_on(branch).startswith(
+        "The stack applies to the branch of pull request #2545 at 1ecadc988444"
+    )
+    assert [pr.closing_line(each) for each in (main, release, branch)] == [
+        "Fixes #2574", "Fixes #2574", "Refs #2574"
+    ]
+    for each in (main, release, branch):
+        assert "#2574" in pr.problem(each)
+    assert "update_from_config" in pr.problem(main)
+    assert "NoParallel" in pr.problem(branch)
+
+
+def test_a_series_without_its_problem_text_is_refused(scratch):
+    (scratch.patches_dir / pr.PROBLEM_FILE).unlink()
+    with pytest.raises(PatchsetError, match=r"patches/v0\.3/problem\.md is missing"):
+        pr.problem(scratch)
