@@ -13,7 +13,12 @@ import pytest
 
 from patchset import base
 from patchset.workspace import Workspace
-from upstream_pytest import copy_series_tests, run_unit_tests
+from upstream_pytest import (
+    copy_series_tests,
+    run_unit_tests,
+    SHARED_FORK_RUN,
+    series_tests_on_their_fork,
+)
 
 # Test modules that import the helper, which the base does not have.
 HELPER_TEST_FILES = (
@@ -31,10 +36,9 @@ def series_tests(v03_workspace: Workspace, tmp_path) -> Path:
     return copy_series_tests(v03_workspace.fork_dir, tmp_path / "unit_tests")
 
 
-def test_series_tests_pass_on_the_patched_fork(v03_workspace, series_tests, tmp_path):
-    run = run_unit_tests(
-        tests=series_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
-    )
+@pytest.mark.xdist_group(SHARED_FORK_RUN)
+def test_series_tests_pass_on_the_patched_fork(v03_workspace):
+    run = series_tests_on_their_fork(v03_workspace.fork_dir)
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
     assert all(message is None for message in run["outcomes"].values())
