@@ -167,6 +167,19 @@ def call_parallelize_fn(spec, model, *, parallelism, parallel_dims, training=Non
     )
 
 
+def record_parallelize(report: dict, model, parallelize) -> None:
+    """Call ``parallelize()``; record its wall time and how many parameters
+    of ``model`` became DTensors, also when it raises."""
+    started = time.perf_counter()
+    try:
+        parallelize()
+    finally:
+        report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
+        report["dtensor_parameters"] = sum(
+            isinstance(p, DTensor) for p in model.parameters()
+        )
+
+
 def run(args: argparse.Namespace, report: dict) -> None:
     import torchtitan
     from torchtitan.config import ParallelismConfig
@@ -192,16 +205,9 @@ def run(args: argparse.Namespace, report: dict) -> None:
     with meta_model_on_cpu_mesh(spec, parallelism, world_size=args.tp) as (
         model, parallel_dims
     ):
-        started = time.perf_counter()
-        try:
-            call_parallelize_fn(
-                spec, model, parallelism=parallelism, parallel_dims=parallel_dims
-            )
-        finally:
-            report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
-            report["dtensor_parameters"] = sum(
-                isinstance(p, DTensor) for p in model.parameters()
-            )
+        record_parallelize(report, model, lambda: call_parallelize_fn(
+            spec, model, parallelism=parallelism, parallel_dims=parallel_dims
+        ))
         if args.stage == "parallelize":
             return
 
@@ -300,14 +306,9 @@ def run_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
     with moe_branch_meta_model(spec, tp=args.tp, world_size=args.tp) as (
         model, parallel_dims
     ):
-        started = time.perf_counter()
-        try:
-            call_moe_branch_parallelize_fn(spec, model, parallel_dims=parallel_dims)
-        finally:
-            report["parallelize_seconds"] = round(time.perf_counter() - started, 4)
-            report["dtensor_parameters"] = sum(
-                isinstance(p, DTensor) for p in model.parameters()
-            )
+        record_parallelize(report, model, lambda: call_moe_branch_parallelize_fn(
+            spec, model, parallel_dims=parallel_dims
+        ))
     if args.stage == "parallelize":
         return
 
