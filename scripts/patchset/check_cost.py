@@ -61,6 +61,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     print(
         "\nOn the meta-device model under a fake process group, in one process: the "
         f"refused runs first (the first of them, and the best of {REPEAT}), then the best "
-        f"of {REPEAT} valid runs after one warm-up, with the partial_dtensor SPMD backend."
+        f"of {REPEAT} valid runs after one warm-up, with the partial_dtensor SPMD backend "
+        "where the tree has SPMD backends."
     )
     return 1 if over else 0
