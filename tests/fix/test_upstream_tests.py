@@ -13,12 +13,8 @@ import pytest
 
 from patchset import base
 from patchset.workspace import Workspace
-from upstream_pytest import (
-    copy_series_tests,
-    run_unit_tests,
-    SHARED_FORK_RUN,
-    series_tests_on_their_fork,
-)
+from test_recipe_audit import audit_cases, recipes_in_source
+from upstream_pytest import copy_series_tests, run_unit_tests
 
 # Test modules that import the helper, which the base does not have.
 HELPER_TEST_FILES = (
@@ -36,12 +32,17 @@ def series_tests(v03_workspace: Workspace, tmp_path) -> Path:
     return copy_series_tests(v03_workspace.fork_dir, tmp_path / "unit_tests")
 
 
-@pytest.mark.xdist_group(SHARED_FORK_RUN)
-def test_series_tests_pass_on_the_patched_fork(v03_workspace):
-    run = series_tests_on_their_fork(v03_workspace.fork_dir)
+def test_series_tests_pass_on_the_patched_fork(v03_workspace, series_tests, tmp_path):
+    run = run_unit_tests(
+        tests=series_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
+    )
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
     assert all(message is None for message in run["outcomes"].values())
+    # The recipe audit among them covers every recipe the fork ships.
+    expected = recipes_in_source(v03_workspace.fork_dir)
+    assert len(expected) == 67
+    assert set(audit_cases(run)) == expected
 
 
 def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp_path):

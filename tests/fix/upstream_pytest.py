@@ -1,11 +1,9 @@
 """Run the fork's upstream-bound unit tests against a torchtitan tree."""
 
-import functools
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -13,8 +11,6 @@ from patchset import git
 from patchset.series import BASE_TAG
 
 UNIT_TESTS = "tests/unit_tests"
-# The xdist group of the tests that read series_tests_on_their_fork(v0.3).
-SHARED_FORK_RUN = "v03-series-tests-on-the-fork"
 
 
 def copy_series_tests(fork: Path, dest: Path) -> Path:
@@ -62,12 +58,3 @@ def run_unit_tests(*, tests: Path, torchtitan_tree: Path, report: Path) -> dict:
         )
     return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
 
-
-@functools.cache
-def series_tests_on_their_fork(fork: Path) -> dict:
-    """``run_unit_tests`` of the series' test files on ``fork``, once per
-    process: tests that read different parts of this run share it (mark them
-    with the same ``xdist_group`` so that they share a worker)."""
-    scratch = Path(tempfile.mkdtemp(prefix="series-tests-"))
-    tests = copy_series_tests(fork, scratch / "unit_tests")
-    return run_unit_tests(tests=tests, torchtitan_tree=fork, report=scratch / "r.xml")
