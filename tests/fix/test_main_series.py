@@ -10,7 +10,7 @@ invalid degree), while upstream's own tests and the valid degree pass.
 import pytest
 
 from patchset import base
-from upstream_pytest import copy_series_tests, run_unit_tests
+from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
 
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
 
@@ -35,31 +35,27 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     assert run["returncode"] != 0
     outcomes = run["outcomes"]
 
-    def outcome(test: str) -> str | None:
-        (name,) = [name for name in outcomes if name.endswith(test)]
-        return outcomes[name]
-
     # Upstream's own tests of the config-time check, and a valid degree.
     upstream = {n: m for n, m in outcomes.items() if "TestTPKVHeadsValidation::" in n}
     assert len(upstream) == 5 and all(m is None for m in upstream.values()), upstream
-    assert outcome("::test_tp2_shards_kv_heads") is None
+    assert outcome_of(run, "test_tp2_shards_kv_heads") is None
 
     # The check is missing: parallelize_fn accepts TP=4 on Qwen3.5 MoE ...
-    tp4 = outcome("::test_tp4_raises_at_config_time_and_in_parallelize_fn")
+    tp4 = outcome_of(run, "test_tp4_raises_at_config_time_and_in_parallelize_fn")
     assert "None != 'tensor_parallel_degree (4) must divide n_kv_heads (2).'" in tp4
     # ... and every other parallelize_fn goes past the point where it would check.
-    assert "parallelize_fn did not check the TP degree first" in outcome(
-        "::test_invalid_degree_raises_before_sharding"
+    assert "parallelize_fn did not check the TP degree first" in outcome_of(
+        run, "test_invalid_degree_raises_before_sharding"
     )
-    assert "cannot import name '_tp_sharded_head_counts'" in outcome(
-        "::test_head_counts_are_found_where_traverse_finds_configs"
+    assert "cannot import name '_tp_sharded_head_counts'" in outcome_of(
+        run, "test_head_counts_are_found_where_traverse_finds_configs"
     )
     for test in (
-        "::test_kv_heads_message",
-        "::test_gated_delta_net_heads_alone",
-        "::test_hf_transformers_backend_checks_its_kv_heads",
+        "test_kv_heads_message",
+        "test_gated_delta_net_heads_alone",
+        "test_hf_transformers_backend_checks_its_kv_heads",
     ):
-        assert MISSING_HELPER in outcome(test), test
+        assert MISSING_HELPER in outcome_of(run, test), test
     # The recipe audit cannot import the helper; pytest reports the module.
     audit = [m for n, m in outcomes.items() if "test_recipe_tp_degree" in n]
     assert audit and all(m and "validate_tensor_parallel_degree" in m for m in audit), audit

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from patchset import base
-from upstream_pytest import copy_series_tests, run_unit_tests
+from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
 
 UNCHECKED = "parallelize_fn accepted tensor_parallel_degree="
 REJECTION_TESTS = (
@@ -36,11 +36,6 @@ def pr2545(workspace):
 def run_on(tree: Path, fork: Path, tmp_path: Path) -> dict:
     tests = copy_series_tests(fork, tmp_path / "unit_tests")
     return run_unit_tests(tests=tests, torchtitan_tree=tree, report=tmp_path / "r.xml")
-
-
-def outcome_of(run: dict, test: str) -> str | None:
-    (name,) = [name for name in run["outcomes"] if name.endswith(f"::{test}")]
-    return run["outcomes"][name]
 
 
 def test_series_tests_pass_on_the_pr2545_fork(pr2545, tmp_path):

@@ -8,45 +8,18 @@ fixes the two Qwen3.5 recipes (a clone of the fork with that commit
 reverted), so the recipes are exactly 0.3.0's.
 """
 
-import ast
 from pathlib import Path
 
 import pytest
 
 from conftest import git
+from recipe_audit import audit_cases
 from upstream_pytest import run_unit_tests
 
 AUDIT = Path("tests") / "unit_tests" / "test_recipe_parallelism.py"
 RECIPE_FIX_FILE = "torchtitan/models/qwen3_5/config_registry.py"
-AUDIT_CASE = "test_recipe_parallelism::test_recipe_parallelism_fits_its_model"
-
-
-def recipes_in_source(tree: Path) -> set[str]:
-    """Public no-argument functions of every config_registry.py, read from the
-    source text, independently of how the audit discovers them."""
-    found = set()
-    for path in sorted((tree / "torchtitan" / "models").glob("*/config_registry.py")):
-        for node in ast.parse(path.read_text()).body:
-            if (
-                isinstance(node, ast.FunctionDef)
-                and not node.name.startswith("_")
-                and len(node.args.args) == len(node.args.defaults)
-            ):
-                found.add(f"{path.parent.name}/{node.name}")
-    return found
-
-
 def audit_outcomes(tree: Path, report: Path) -> dict[str, str | None]:
     return audit_cases(run_unit_tests(tests=tree / AUDIT, torchtitan_tree=tree, report=report))
-
-
-def audit_cases(run: dict) -> dict[str, str | None]:
-    """The audit's outcome for each recipe, from a run that includes it."""
-    return {
-        name.removeprefix(AUDIT_CASE)[1:-1]: message
-        for name, message in run["outcomes"].items()
-        if name.startswith(AUDIT_CASE + "[")
-    }
 
 
 @pytest.fixture(scope="module")

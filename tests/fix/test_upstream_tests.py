@@ -13,7 +13,7 @@ import pytest
 
 from patchset import base
 from patchset.workspace import Workspace
-from test_recipe_audit import audit_cases, recipes_in_source
+from recipe_audit import audit_cases, recipes_in_source
 from upstream_pytest import copy_series_tests, run_unit_tests
 
 # Test modules that import the helper, which the base does not have.

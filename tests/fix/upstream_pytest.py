@@ -58,3 +58,9 @@ def run_unit_tests(*, tests: Path, torchtitan_tree: Path, report: Path) -> dict:
         )
     return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
 
+
+
+def outcome_of(run: dict, test: str) -> str | None:
+    """The failure of the one test of ``run`` named ``test`` (None: it passed)."""
+    (name,) = [name for name in run["outcomes"] if name.endswith(f"::{test}")]
+    return run["outcomes"][name]

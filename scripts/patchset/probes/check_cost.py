@@ -85,10 +85,8 @@ def model_registry(flavor: str | None):
         from torchtitan.models import qwen3_5_moe
 
         return qwen3_5_moe.model_registry, flavor or "397b-a17b"
-    from torchtitan.distributed.utils import set_spmd_backend
     from torchtitan.models import qwen3_5
 
-    set_spmd_backend(SPMD_BACKEND)
     return qwen3_5.model_registry, flavor or "397B-A17B"
 
 
@@ -97,6 +95,10 @@ def main() -> int:
     import torchtitan
 
     registry, flavor = model_registry(args.flavor)
+    if not is_moe_branch():
+        from torchtitan.distributed.utils import set_spmd_backend
+
+        set_spmd_backend(SPMD_BACKEND)
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.world_size)
     try:
         invalid_runs = [
