@@ -67,6 +67,13 @@ def cmd_check_cost(workspace: Workspace, args: argparse.Namespace) -> int:
     return check_cost.run_targets(chosen_targets(workspace, args), python=python)
 
 
+def cmd_replication_cost(workspace: Workspace, args: argparse.Namespace) -> int:
+    from patchset import replication_cost
+
+    python = set_up(workspace)
+    return replication_cost.run_targets(chosen_targets(workspace, args), python=python)
+
+
 def cmd_table(workspace: Workspace, args: argparse.Namespace) -> int:
     from patchset import table
 
@@ -181,6 +188,9 @@ SUBCOMMANDS = (
     ("check-cost", cmd_check_cost,
      "set up, then time the TP check in parallelize_fn against a valid parallelize_fn "
      "(Qwen3.5 397B-A17B) for every target (or --target)", ()),
+    ("replication-cost", cmd_replication_cost,
+     "set up, then compare the large Qwen3.5 MoE recipes at their TP with replicated "
+     "KV heads against TP=2, per rank on meta, for every target (or --target)", ()),
     ("table", cmd_table,
      "print every model flavor's TP head counts, valid TP degrees and recipes "
      "(exit status 1 if a recipe asks for an invalid TP)",

@@ -144,7 +144,7 @@ def _rows(flavors: list[dict], recipes: list[dict]) -> list[Row]:
                     Recipe(
                         name=recipe["recipe"],
                         tp=recipe["tp"],
-                        valid=None if valid_tp is None else recipe["tp"] in valid_tp,
+                        valid=_recipe_valid(recipe, valid_tp),
                     )
                     for recipe in recipes
                     if (recipe["model"], recipe["flavor"])
@@ -153,6 +153,14 @@ def _rows(flavors: list[dict], recipes: list[dict]) -> list[Row]:
             )
         )
     return rows
+
+
+def _recipe_valid(recipe: dict, valid_tp: list[int] | None) -> bool | None:
+    """The check's verdict on the recipe's own model config where the probe
+    gave one (a recipe may replicate KV heads), else the flavor's degrees."""
+    if recipe.get("valid") is not None:
+        return recipe["valid"]
+    return None if valid_tp is None else recipe["tp"] in valid_tp
 
 
 def invalid_recipes(rows: list[Row]) -> list[str]:

@@ -40,8 +40,10 @@ LOGIT_ATOL = 1e-3
 pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
 
 
-def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
-    """Run ``nproc`` ranks of the worker with ``tree`` first on PYTHONPATH;
+def launch(
+    tree: Path, out: Path, *, nproc: int, args: list[str], worker: Path = WORKER
+) -> dict:
+    """Run ``nproc`` ranks of ``worker`` with ``tree`` first on PYTHONPATH;
     return each rank's exit status and report."""
     import torch.distributed as dist
 
@@ -59,7 +61,7 @@ def launch(tree: Path, out: Path, *, nproc: int, args: list[str]) -> dict:
         for rank, log in enumerate(logs):
             with log.open("w") as sink:
                 ranks.append(subprocess.Popen(
-                    [sys.executable, str(WORKER), "--out", str(out),
+                    [sys.executable, str(worker), "--out", str(out),
                      f"--pg-timeout={PG_TIMEOUT_SECONDS}", *args],
                     stdout=sink, stderr=subprocess.STDOUT,
                     env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},

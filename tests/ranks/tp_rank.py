@@ -163,9 +163,9 @@ def run(args: argparse.Namespace, report: dict) -> None:
     report["backward"] = "ok"
 
 
-def main() -> int:
-    args = parse_args()
-    rank = int(os.environ["RANK"])
+def serve(run, args: argparse.Namespace, *, rank: int) -> int:
+    """Join the process group and ``run(args, report)`` for each of
+    ``args.models`` in turn, writing each report; exit at the first error."""
     timeout = timedelta(seconds=args.pg_timeout)
     store = dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
@@ -175,23 +175,35 @@ def main() -> int:
         "gloo", store=store, rank=rank, world_size=int(os.environ["WORLD_SIZE"]),
         timeout=timeout,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     # One process group for every model: the launch and imports are paid once.
-    for model_name, flavor in (pair.split(":") for pair in args.models):
-        report: dict = {"rank": rank, "mode": args.mode, "model": model_name,
-                        "flavor": flavor}
+    # An entry is MODEL:FLAVOR, or MODEL:FLAVOR:VARIANT for a worker that has
+    # variants.
+    for entry in args.models:
+        model_name, flavor, variant = (entry.split(":") + [""])[:3]
+        report: dict = {"rank": rank, "model": model_name, "flavor": flavor,
+                        "variant": variant}
         started = time.monotonic()
         failed = run_and_record(
-            run, argparse.Namespace(**{**vars(args), "model": model_name, "flavor": flavor}),
+            run,
+            argparse.Namespace(
+                **{**vars(args), "model": model_name, "flavor": flavor, "variant": variant}
+            ),
             report,
         )
         report["seconds"] = round(time.monotonic() - started, 2)
-        (args.out / f"rank{rank}-{model_name}.json").write_text(json.dumps(report))
+        name = "-".join(filter(None, (model_name, variant)))
+        (out / f"rank{rank}-{name}.json").write_text(json.dumps(report))
         if failed:
             print(f"rank {rank}: {report['error_type']}: {report['error']}", file=sys.stderr)
             os._exit(1)  # no teardown collective that could wait on a peer
     dist.destroy_process_group()
     return 0
+
+
+def main() -> int:
+    return serve(run, parse_args(), rank=int(os.environ["RANK"]))
 
 
 if __name__ == "__main__":

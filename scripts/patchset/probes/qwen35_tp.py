@@ -84,7 +84,10 @@ def is_token_major(model) -> bool:
     """Whether layers take ``x_TD`` (tokens, dim), as on upstream main, rather
     than (batch, sequence, dim), as in 0.3.0."""
     layer = next(iter(model.layers.values()))
-    return "x_TD" in inspect.signature(type(layer).forward).parameters
+    return any(
+        "x_TD" in inspect.signature(type(module).forward).parameters
+        for module in (layer, *layer.children())
+    )
 
 
 def forward(model, tokens: torch.Tensor, **model_kwargs) -> torch.Tensor:

@@ -11,8 +11,10 @@ tree is first on PYTHONPATH.
            ``_tp_sharded_head_counts(model_config)`` on upstream main, whose
            rule is that the degree divides every count
   recipes  every trainer recipe in the packages' ``config_registry`` modules,
-           with the flavor it trains and its TP degree; needs no part
-           of the series, so it also reads the pristine base
+           with the flavor it trains, its TP degree and, on upstream main,
+           whether the check accepts that degree for the recipe's own model
+           config; needs no part of the series, so it also reads the
+           pristine base
 """
 
 import argparse
@@ -154,6 +156,23 @@ def on_target_gpu():
     )
 
 
+def recipe_config_accepts(config) -> bool | None:
+    """Whether the check accepts the recipe's TP degree for the recipe's own
+    model config, which may differ from its flavor's (``replicate_kv_heads``).
+    None where the check does not read configs (0.3.0, the pristine base)."""
+    from torchtitan.distributed import utils
+
+    if not hasattr(utils, "_tp_sharded_head_counts"):
+        return None
+    try:
+        utils.validate_tensor_parallel_degree(
+            config.model_spec.model, tp_degree=config.parallelism.tensor_parallel_degree
+        )
+    except ValueError:
+        return False
+    return True
+
+
 def recipes() -> list[dict]:
     rows = []
     for name in model_packages():
@@ -177,6 +196,7 @@ def recipes() -> list[dict]:
                     "model": name,
                     "flavor": config.model_spec.flavor,
                     "tp": config.parallelism.tensor_parallel_degree,
+                    "valid": recipe_config_accepts(config),
                 }
             )
     return rows

@@ -1,0 +1,115 @@
+"""KV-head replication on real ranks: TP=4 with 2 KV heads computes what
+TP=1 computes, and the replicas of each KV head stay identical.
+
+One launch of 4 gloo ranks on the main fork runs ``kv_replication_rank.py``
+for Qwen3.5 (``debugmodel_moe``, every layer full attention) and a llama3
+debug variant with 2 KV heads, then the negative control on llama3: the same
+run with the gradient reduction over the replica group switched off; then
+DCP round trips between TP=2 (FSDP over 2 ranks) and TP=4 with replication.
+
+Tolerances, float32 on both sides. TP changes only the order of reductions;
+llama3 matches TP=1 to 1e-6 (logits) and 1e-8 (gradients). Qwen3.5's MoE
+layers reorder far longer sums (router scores, expert outputs), which gives
+about 1e-4 on logits and 3e-4 on the largest gradient (0.12), so logits and
+gradients get 1e-3. The KV weights' gradients get 1e-4: measured 2e-5 at
+most, while a replica that keeps only its own share is off by 2e-3 to 1e-2.
+Parameters after three SGD steps of at most 0.05 get 1e-4.
+"""
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from test_real_ranks import launch
+
+WORKER = Path(__file__).with_name("kv_replication_rank.py")
+MODELS = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
+CONTROL = "no-replica-grad-reduction"
+LOGIT_ATOL = GRAD_ATOL = 1e-3
+KV_GRAD_ATOL = PARAM_ATOL = LOSS_ATOL = 1e-4
+# The two ranks of each KV head's replica group (kv_replica is innermost).
+REPLICA_GROUPS = ((0, 1), (2, 3))
+
+pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
+
+
+# Saved at TP=2 (FSDP over 2), loaded at TP=4 with replication; then saved
+# at TP=4 and loaded at TP=2.
+DCP_STEPS = ("dcp-save-tp2", "dcp-load-tp4", "dcp-save-tp4", "dcp-load-tp2")
+
+
+@functools.cache
+def replication_launch(fork: Path, out: Path) -> dict:
+    """One launch for every test of this module (made once per worker)."""
+    entries = [f"{model}:{flavor}" for model, flavor in MODELS]
+    entries += [f"llama3:debugmodel:{CONTROL}"]
+    entries += [f"llama3:debugmodel:{step}" for step in DCP_STEPS]
+    (out / "checkpoints").mkdir(parents=True)
+    return launch(fork, out, nproc=4, worker=WORKER,
+                  args=["--checkpoints", str(out / "checkpoints"), "--models", *entries])
+
+
+@pytest.fixture(scope="module")
+def run(workspace, tmp_path_factory):
+    main = workspace.at("main")
+    run = replication_launch(main.fork_dir, tmp_path_factory.getbasetemp() / "kv-rep")
+    assert run["codes"] == [0, 0, 0, 0], run["output"][-3000:]
+    return run
+
+
+def reports_of(run: dict, model: str, variant: str = "") -> list[dict]:
+    reports = [r for r in run["reports"] if (r["model"], r["variant"]) == (model, variant)]
+    assert sorted(r["rank"] for r in reports) == [0, 1, 2, 3]
+    for report in reports:
+        assert report["outcome"] == "ok", report
+    return sorted(reports, key=lambda r: r["rank"])
+
+
+def replicas_agree(reports: list[dict]) -> bool:
+    return all(reports[a]["local_kv_weights"] == reports[b]["local_kv_weights"]
+               for a, b in REPLICA_GROUPS)
+
+
+@pytest.mark.parametrize("model, flavor", MODELS)
+def test_tp4_with_replication_matches_tp1(run, model, flavor):
+    reports = reports_of(run, model)
+    for report in reports:
+        # Two KV heads over four ranks: one head per rank, held by two ranks.
+        assert ["fsdp", "kv_group", "kv_replica"] in [p[0] for p in report["kv_placements"]]
+        assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
+        assert report["loss_diff"] <= LOSS_ATOL, report
+        assert report["max_abs_grad_diff"] <= GRAD_ATOL, report
+        assert report["max_abs_kv_grad_diff"] <= KV_GRAD_ATOL, report
+        assert max(report["grad_norm_diffs"]) <= GRAD_ATOL, report
+        assert report["max_abs_param_diff"] <= PARAM_ATOL, report
+    assert replicas_agree(reports)
+    assert reports[0]["local_kv_weights"] != reports[2]["local_kv_weights"]
+    worst = {key: max(r[key] for r in reports) for key in (
+        "max_abs_logit_diff", "loss_diff", "max_abs_grad_diff",
+        "max_abs_kv_grad_diff", "max_abs_param_diff")}
+    print(f"{model} TP=4 with replication vs TP=1: {worst}")
+
+
+def test_without_the_replica_reduction_the_comparison_fails(run):
+    reports = reports_of(run, "llama3", CONTROL)
+    for report in reports:
+        assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
+        assert report["max_abs_kv_grad_diff"] > KV_GRAD_ATOL, report
+        assert report["max_abs_param_diff"] > PARAM_ATOL, report
+    assert not replicas_agree(reports)
+    print("without the reduction: KV grad diff "
+          f"{max(r['max_abs_kv_grad_diff'] for r in reports):.3g}")
+
+
+def test_dcp_checkpoints_move_between_replicated_and_plain_tp(run):
+    """Saved at TP=2 (plain), loaded at TP=4 (replicated); saved at TP=4,
+    loaded at TP=2: the weights come back exactly, and the checkpoint holds
+    the logical KV weights (each head once) both ways."""
+    loads = [r for step in ("dcp-load-tp4", "dcp-load-tp2")
+             for r in reports_of(run, "llama3", step)]
+    assert {(r["variant"], r["loaded"], r["replicate_kv_heads"]) for r in loads} == {
+        ("dcp-load-tp4", "saved-at-tp2", True), ("dcp-load-tp2", "saved-at-tp4", False)}
+    for report in loads:
+        assert report["max_abs_param_diff"] == 0.0, report
+        assert report["saved_kv_shapes"] == report["logical_kv_shapes"], report
