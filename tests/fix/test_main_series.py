@@ -68,3 +68,5 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     assert replication and all(
         m and "validate_tensor_parallel_degree" in m for m in replication
     ), replication
+    layer = [m for n, m in outcomes.items() if "test_kv_replicated_linear" in n]
+    assert layer and all(m and "kv_projection_config" in m for m in layer), layer

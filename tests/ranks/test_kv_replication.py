@@ -16,7 +16,6 @@ most, while a replica that keeps only its own share is off by 2e-3 to 1e-2.
 Parameters after three SGD steps of at most 0.05 get 1e-4.
 """
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -39,23 +38,13 @@ pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
 DCP_STEPS = ("dcp-save-tp2", "dcp-load-tp4", "dcp-save-tp4", "dcp-load-tp2")
 
 
-@functools.cache
 def replication_launch(fork: Path, out: Path) -> dict:
-    """One launch for every test of this module (made once per worker)."""
     entries = [f"{model}:{flavor}" for model, flavor in MODELS]
     entries += [f"llama3:debugmodel:{CONTROL}"]
     entries += [f"llama3:debugmodel:{step}" for step in DCP_STEPS]
     (out / "checkpoints").mkdir(parents=True)
     return launch(fork, out, nproc=4, worker=WORKER,
                   args=["--checkpoints", str(out / "checkpoints"), "--models", *entries])
-
-
-@pytest.fixture(scope="module")
-def run(workspace, tmp_path_factory):
-    main = workspace.at("main")
-    run = replication_launch(main.fork_dir, tmp_path_factory.getbasetemp() / "kv-rep")
-    assert run["codes"] == [0, 0, 0, 0], run["output"][-3000:]
-    return run
 
 
 def reports_of(run: dict, model: str, variant: str = "") -> list[dict]:
@@ -71,8 +60,20 @@ def replicas_agree(reports: list[dict]) -> bool:
                for a, b in REPLICA_GROUPS)
 
 
-@pytest.mark.parametrize("model, flavor", MODELS)
-def test_tp4_with_replication_matches_tp1(run, model, flavor):
+def test_kv_head_replication_on_four_ranks(workspace, tmp_path, subtests):
+    """One test for the whole launch, so that no two xdist workers start it."""
+    run = replication_launch(workspace.at("main").fork_dir, tmp_path)
+    assert run["codes"] == [0, 0, 0, 0], run["output"][-3000:]
+    for model, _ in MODELS:
+        with subtests.test("TP=4 with replication matches TP=1", model=model):
+            tp4_with_replication_matches_tp1(run, model)
+    with subtests.test("without the replica reduction the comparison fails"):
+        without_the_replica_reduction_the_comparison_fails(run)
+    with subtests.test("DCP checkpoints move between replicated and plain TP"):
+        dcp_checkpoints_move_between_replicated_and_plain_tp(run)
+
+
+def tp4_with_replication_matches_tp1(run: dict, model: str) -> None:
     reports = reports_of(run, model)
     for report in reports:
         # Two KV heads over four ranks: one head per rank, held by two ranks.
@@ -91,7 +92,7 @@ def test_tp4_with_replication_matches_tp1(run, model, flavor):
     print(f"{model} TP=4 with replication vs TP=1: {worst}")
 
 
-def test_without_the_replica_reduction_the_comparison_fails(run):
+def without_the_replica_reduction_the_comparison_fails(run: dict) -> None:
     reports = reports_of(run, "llama3", CONTROL)
     for report in reports:
         assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
@@ -102,7 +103,7 @@ def test_without_the_replica_reduction_the_comparison_fails(run):
           f"{max(r['max_abs_kv_grad_diff'] for r in reports):.3g}")
 
 
-def test_dcp_checkpoints_move_between_replicated_and_plain_tp(run):
+def dcp_checkpoints_move_between_replicated_and_plain_tp(run: dict) -> None:
     """Saved at TP=2 (plain), loaded at TP=4 (replicated); saved at TP=4,
     loaded at TP=2: the weights come back exactly, and the checkpoint holds
     the logical KV weights (each head once) both ways."""

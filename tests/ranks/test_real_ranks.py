@@ -14,7 +14,6 @@ collective fails the test instead of stalling it, and the whole launch is
 bounded by ``LAUNCH_TIMEOUT_SECONDS``.
 """
 
-import functools
 import json
 import os
 import subprocess
@@ -118,31 +117,26 @@ def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
 COMPARED = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
 
 
-@functools.cache
-def compare_launch(fork: Path, out: Path) -> dict:
-    """One launch of two ranks that compares every model of COMPARED in turn,
-    made once per worker process for the tests of each model (xdist may tear
-    fixtures down between two tests)."""
-    return launch(
-        fork, out, nproc=2,
+def test_tp2_logits_match_tp1(v03_workspace, tmp_path, subtests):
+    """One launch of two ranks compares every model of COMPARED in turn; one
+    test for it, so that no two xdist workers start it."""
+    run = launch(
+        v03_workspace.fork_dir, tmp_path, nproc=2,
         args=["--mode", "compare", "--all-full-attention",
               "--models", *(f"{model}:{flavor}" for model, flavor in COMPARED)],
     )
-
-
-@pytest.mark.parametrize("model, flavor", COMPARED)
-def test_tp2_logits_match_tp1(v03_workspace, tmp_path_factory, model, flavor):
-    run = compare_launch(v03_workspace.fork_dir, tmp_path_factory.getbasetemp() / "tp2-compare")
     assert run["codes"] == [0, 0], run["output"][-3000:]
-    reports = [r for r in run["reports"] if (r["model"], r["flavor"]) == (model, flavor)]
-    assert [r["rank"] for r in reports] == [0, 1]
-    for report in reports:
-        assert report["outcome"] == "ok", report
-        assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
-        # FlexAttention has no backward on CPU; where it has, grads must match.
-        if report["backward"] == "ok":
-            assert report["max_abs_grad_diff"] <= LOGIT_ATOL, report
-        else:
-            assert report["backward"].startswith("NotImplementedError: FlexAttention")
-    print(f"{model} {flavor}: max |logit diff| TP=2 vs TP=1 = "
-          f"{max(r['max_abs_logit_diff'] for r in reports):.3g}")
+    for model, flavor in COMPARED:
+        with subtests.test(model=model, flavor=flavor):
+            reports = [r for r in run["reports"] if (r["model"], r["flavor"]) == (model, flavor)]
+            assert [r["rank"] for r in reports] == [0, 1]
+            for report in reports:
+                assert report["outcome"] == "ok", report
+                assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
+                # FlexAttention has no backward on CPU; where it has, grads must match.
+                if report["backward"] == "ok":
+                    assert report["max_abs_grad_diff"] <= LOGIT_ATOL, report
+                else:
+                    assert report["backward"].startswith("NotImplementedError: FlexAttention")
+            print(f"{model} {flavor}: max |logit diff| TP=2 vs TP=1 = "
+                  f"{max(r['max_abs_logit_diff'] for r in reports):.3g}")
