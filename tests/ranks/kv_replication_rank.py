@@ -225,12 +225,19 @@ def checkpoint(args: argparse.Namespace, report: dict) -> None:
         parameters(model), parameters(reference)
     )
     metadata = dcp.FileSystemReader(folder).read_metadata()
-    report["saved_kv_shapes"] = sorted({
-        tuple(meta.size) for name, meta in metadata.state_dict_metadata.items()
-        if name.startswith("layers.") and name.endswith(KV_WEIGHTS)
-    })
-    report["logical_kv_shapes"] = sorted({
-        tuple(p.shape) for name, p in reference.named_parameters()
+    report["saved_kv_shapes"] = decoder_kv_shapes(
+        (name, meta.size) for name, meta in metadata.state_dict_metadata.items()
+    )
+    report["logical_kv_shapes"] = decoder_kv_shapes(
+        (name, p.shape) for name, p in reference.named_parameters()
+    )
+
+
+def decoder_kv_shapes(shapes) -> list[tuple]:
+    """The distinct shapes of the decoder layers' KV weights among
+    ``(name, shape)`` pairs."""
+    return sorted({
+        tuple(shape) for name, shape in shapes
         if name.startswith("layers.") and name.endswith(KV_WEIGHTS)
     })
 

@@ -69,7 +69,7 @@ def parameter_bytes(model) -> dict[str, int]:
             totals["experts"] += size
             continue
         totals["non_expert"] += size
-        mesh_dims = param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else ()
+        mesh_dims = mesh_dim_names(param)
         if "kv_replica" in mesh_dims:
             totals["replicated_kv"] += size
         if name.startswith("layers."):
@@ -80,9 +80,13 @@ def parameter_bytes(model) -> dict[str, int]:
     return totals
 
 
+def mesh_dim_names(param) -> tuple[str, ...]:
+    return param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else ()
+
+
 def kv_replica_size(model) -> int:
     for param in model.parameters():
-        if isinstance(param, DTensor) and "kv_replica" in param.device_mesh.mesh_dim_names:
+        if "kv_replica" in mesh_dim_names(param):
             return param.device_mesh["kv_replica"].size()
     return 1
 
