@@ -1,7 +1,8 @@
 """KV-head replication on real ranks: TP=4 with 2 KV heads computes what
 TP=1 computes, and the replicas of each KV head stay identical.
 
-One launch of 4 gloo ranks on the main fork runs ``kv_replication_rank.py``
+One launch of 4 gloo ranks per fork (main and v0.3, the targets whose
+series replicates KV heads) runs ``kv_replication_rank.py``
 for Qwen3.5 (``debugmodel_moe``, every layer full attention) and a llama3
 debug variant with 2 KV heads, then the negative control on llama3: the same
 run with the gradient reduction over the replica group switched off; then
@@ -23,6 +24,7 @@ import pytest
 from test_real_ranks import launch
 
 WORKER = Path(__file__).with_name("kv_replication_rank.py")
+TARGETS = ("main", "v0.3")
 MODELS = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
 CONTROL = "no-replica-grad-reduction"
 LOGIT_ATOL = GRAD_ATOL = 1e-3
@@ -60,9 +62,10 @@ def replicas_agree(reports: list[dict]) -> bool:
                for a, b in REPLICA_GROUPS)
 
 
-def test_kv_head_replication_on_four_ranks(workspace, tmp_path, subtests):
+@pytest.mark.parametrize("target", TARGETS)
+def test_kv_head_replication_on_four_ranks(workspace, target, tmp_path, subtests):
     """One test for the whole launch, so that no two xdist workers start it."""
-    run = replication_launch(workspace.at("main").fork_dir, tmp_path)
+    run = replication_launch(workspace.at(target).fork_dir, tmp_path)
     assert run["codes"] == [0, 0, 0, 0], run["output"][-3000:]
     for model, _ in MODELS:
         with subtests.test("TP=4 with replication matches TP=1", model=model):
