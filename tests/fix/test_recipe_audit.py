@@ -3,9 +3,10 @@
 Its run on the fork is part of the run of the series' tests there
 (test_upstream_tests.py), which checks that it covers every recipe.
 
-The negative control runs the audit on the series without the patch that
-fixes the two Qwen3.5 recipes (a clone of the fork with that commit
-reverted), so the recipes are exactly 0.3.0's.
+The negative control runs the audit on the series without the patches that
+change the two Qwen3.5 recipes (to TP=2, then back to TP=4 and TP=8 with
+replicated KV heads): a clone of the fork with those commits reverted, so
+the recipes are exactly 0.3.0's.
 """
 
 from pathlib import Path
@@ -26,10 +27,11 @@ def audit_outcomes(tree: Path, report: Path) -> dict[str, str | None]:
 def base_recipes_tree(v03_workspace, tmp_path_factory) -> Path:
     fork = v03_workspace.fork_dir
     fixes = git(fork, "log", "--format=%H", "base..HEAD", "--", RECIPE_FIX_FILE).split()
-    assert len(fixes) == 1, fixes
+    assert len(fixes) == 2, fixes
     clone = tmp_path_factory.mktemp("base-recipes") / "torchtitan"
     git(fork.parent, "clone", "--quiet", str(fork), str(clone))
-    git(clone, "revert", "--no-edit", fixes[0])
+    for fix in fixes:  # newest first
+        git(clone, "revert", "--no-edit", fix)
     assert (clone / RECIPE_FIX_FILE).read_text() == git(
         fork, "show", f"base:{RECIPE_FIX_FILE}"
     )

@@ -14,13 +14,16 @@ import pytest
 from patchset import base
 from patchset.workspace import Workspace
 from recipe_audit import audit_cases, recipes_in_source
-from upstream_pytest import copy_series_tests, run_unit_tests
+from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
 
-# Test modules that import the helper, which the base does not have.
-HELPER_TEST_FILES = (
+# Test modules that import what the series adds (the helper, the KV-head
+# replication layer), which the base does not have.
+MISSING_IMPORT_TEST_FILES = (
     "test_tp_degree_validation.py",
     "test_tp_sharded_head_counts.py",
     "test_recipe_parallelism.py",
+    "test_kv_head_replication.py",
+    "test_kv_replicated_linear.py",
 )
 
 
@@ -53,8 +56,8 @@ def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp
     assert run["returncode"] != 0
     outcomes = run["outcomes"]
 
-    # The helper does not exist on the base: those modules cannot import it.
-    for name in HELPER_TEST_FILES:
+    # The helper and the replication layer do not exist on the base.
+    for name in MISSING_IMPORT_TEST_FILES:
         errors = [m for n, m in outcomes.items() if name.removesuffix(".py") in n]
         assert errors, name
         for message in errors:
@@ -71,3 +74,7 @@ def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp
     for name, message in config_time.items():
         assert message is not None, f"{name} passed on the pristine base"
     assert all(message is None for message in accepts.values()), accepts
+    # Clipping fails on parameters of two meshes.
+    assert "must have the same mesh" in outcome_of(
+        run, "test_norm_and_clipping_match_plain_tensors"
+    )

@@ -120,7 +120,7 @@ def layout(recipe, parallelism, *, world_size: int) -> dict:
     param_size = TORCH_DTYPE_MAP[recipe.training.mixed_precision_param].itemsize
     reduce_size = TORCH_DTYPE_MAP[recipe.training.mixed_precision_reduce].itemsize
     replicas = kv_replica_size(model)
-    tokens = recipe.training.num_tokens_per_microbatch_per_dp_rank
+    tokens = tokens_per_dp_rank(recipe.training)
     non_expert_elements = sizes["non_expert"] // 4
     kv_grad_elements = sizes["replicated_kv"] // 4
     return {
@@ -139,6 +139,13 @@ def layout(recipe, parallelism, *, world_size: int) -> dict:
             * spec.model.dim * param_size // tp,
         },
     }
+
+
+def tokens_per_dp_rank(training) -> int:
+    """The tokens of one data-parallel rank's microbatch: a field on main,
+    batch size times sequence length on 0.3.0."""
+    tokens = getattr(training, "num_tokens_per_microbatch_per_dp_rank", None)
+    return tokens if tokens is not None else training.local_batch_size * training.seq_len
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ tree is first on PYTHONPATH.
 """
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -159,15 +160,24 @@ def on_target_gpu():
 def recipe_config_accepts(config) -> bool | None:
     """Whether the check accepts the recipe's TP degree for the recipe's own
     model config, which may differ from its flavor's (``replicate_kv_heads``).
-    None where the check does not read configs (0.3.0, the pristine base)."""
+    None where the check does not read configs (the pristine bases)."""
     from torchtitan.distributed import utils
 
-    if not hasattr(utils, "_tp_sharded_head_counts"):
+    model_config = config.model_spec.model
+    tp = config.parallelism.tensor_parallel_degree
+    if hasattr(utils, "_tp_sharded_head_counts"):  # main's series
+        check = functools.partial(
+            utils.validate_tensor_parallel_degree, model_config, tp_degree=tp
+        )
+    elif hasattr(model_config, "tp_sharded_head_counts"):  # 0.3.0's series
+        check = functools.partial(
+            utils.validate_tp_head_counts, model_config.tp_sharded_head_counts(),
+            tp_degree=tp, model_name=type(model_config).__qualname__,
+        )
+    else:
         return None
     try:
-        utils.validate_tensor_parallel_degree(
-            config.model_spec.model, tp_degree=config.parallelism.tensor_parallel_degree
-        )
+        check()
     except ValueError:
         return False
     return True
