@@ -68,9 +68,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def model_variant(model_name: str, flavor: str, *, replicate: bool):
-    """The spec, with ``replicate_kv_heads`` on if ``replicate``: Qwen3.5 with
-    every layer a full-attention layer (2 KV heads kept), llama3 with separate
-    Q/K/V projections and 2 KV heads."""
+    """The spec, with ``replicate_kv_heads`` on if ``replicate``: Qwen3.5's CPU
+    variant (every layer full attention, 2 KV heads kept, a smaller
+    vocabulary), llama3 with separate Q/K/V projections and 2 KV heads."""
     spec = model_spec(model_name, flavor, all_full_attention=model_name == "qwen3_5")
     if model_name == "llama3":
         from torchtitan.models.common.feed_forward import compute_ffn_hidden_dim

@@ -1,18 +1,19 @@
 """KV-head replication on real ranks: TP=4 with 2 KV heads computes what
 TP=1 computes, and the replicas of each KV head stay identical.
 
-One launch of 4 gloo ranks per fork (main and v0.3, the targets whose
-series replicates KV heads) runs ``kv_replication_rank.py``
-for Qwen3.5 (``debugmodel_moe``, every layer full attention) and a llama3
-debug variant with 2 KV heads, then the negative control on llama3: the same
-run with the gradient reduction over the replica group switched off; then
-DCP round trips between TP=2 (FSDP over 2 ranks) and TP=4 with replication.
+One launch of 4 gloo ranks per fork (main and v0.3, the targets whose series
+replicates KV heads) runs ``kv_replication_rank.py`` for Qwen3.5
+(``debugmodel_moe``, every layer full attention, a 4,096-token vocabulary)
+and a llama3 debug variant with 2 KV heads, then the negative control on
+llama3: the same run with the gradient reduction over the replica group
+switched off; then DCP round trips between TP=2 (FSDP over 2 ranks) and TP=4
+with replication.
 
 Tolerances, float32 on both sides. TP changes only the order of reductions;
 llama3 matches TP=1 to 1e-6 (logits) and 1e-8 (gradients). Qwen3.5's MoE
 layers reorder far longer sums (router scores, expert outputs), which gives
 about 1e-4 on logits and 3e-4 on the largest gradient (0.12), so logits and
-gradients get 1e-3. The KV weights' gradients get 1e-4: measured 2e-5 at
+gradients get 1e-3. The KV weights' gradients get 1e-4: measured 3e-5 at
 most, while a replica that keeps only its own share is off by 2e-3 to 1e-2.
 Parameters after three SGD steps of at most 0.05 get 1e-4.
 """

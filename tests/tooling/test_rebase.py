@@ -23,8 +23,8 @@ def newer_base(workspace: ScratchWorkspace, tmp_path: Path, *, conflict: bool) -
         )
     (tree / REGISTRY).write_text(registry)
     utils = (tree / UTILS).read_text()
-    (tree / UTILS).write_text(utils.replace("\n    return total_norm\n",
-                                            "\n    # clipped\n    return total_norm\n"))
+    (tree / UTILS).write_text(utils.replace("\n\ndef set_pg_timeouts(",
+                                            "\n# newer base\n\ndef set_pg_timeouts("))
     return tree
 
 
@@ -32,12 +32,12 @@ def test_rebase_carries_the_series_onto_a_newer_base(built: ScratchWorkspace, tm
     newer = newer_base(built, tmp_path, conflict=False)
     result = built.series("rebase", "--onto", str(newer))
     assert result.code == 0, result.err
-    assert "rebased 13 commits" in result.out
+    assert "rebased 16 commits" in result.out
     fork = built.fork_dir
     assert git(fork, "diff", "--stat", "base", "HEAD", "--", REGISTRY)
     registry = (fork / REGISTRY).read_text()
-    assert "steps=2000," in registry and "tensor_parallel_degree=8," not in registry
-    assert "# clipped" in (fork / UTILS).read_text()
+    assert "steps=2000," in registry and "_replicate_kv_heads(model_spec)" in registry
+    assert "# newer base" in (fork / UTILS).read_text()
     assert "def validate_tensor_parallel_degree(" in (fork / UTILS).read_text()
 
     before = {p.name: p.read_text() for p in built.patches_dir.glob("*.patch")}
