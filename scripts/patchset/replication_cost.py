@@ -40,6 +40,17 @@ def _rows(recipe: str, figures: dict) -> list[str]:
     return rows
 
 
+def print_report(name: str, report: dict) -> None:
+    """The probe's ``report`` for target ``name``, as a markdown table."""
+    print(f"\n{name}: world size {report['world_size']}, per rank\n")
+    print("| recipe | layout | parameters | non-expert | largest gathered layer "
+          "| replicated KV weights | tokens per step | KV grad all-reduce "
+          "| FSDP non-expert | sequence-parallel TP |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for recipe, figures in report["recipes"].items():
+        print("\n".join(_rows(recipe, figures)))
+
+
 def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     for workspace in workspaces:
         name = workspace.target.name
@@ -50,13 +61,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
                 raise
             print(f"{name}: the series has no KV-head replication yet")
             continue
-        print(f"\n{name}: world size {report['world_size']}, per rank\n")
-        print("| recipe | layout | parameters | non-expert | largest gathered layer "
-              "| replicated KV weights | tokens per step | KV grad all-reduce "
-              "| FSDP non-expert | sequence-parallel TP |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for recipe, figures in report["recipes"].items():
-            print("\n".join(_rows(recipe, figures)))
+        print_report(name, report)
     print("\nParameter bytes are the rank's float32 shards; the gathered layer is "
           "the largest decoder layer's non-expert parameters once FSDP has "
           "all-gathered them. Bytes sent are per rank per microbatch step, as the "

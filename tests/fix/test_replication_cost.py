@@ -1,9 +1,11 @@
 """The per-rank figures of the large Qwen3.5 MoE recipes with KV-head
-replication (``scripts/series replication-cost``), on the main fork.
+replication (``scripts/series replication-cost``), on each fork whose series
+replicates KV heads.
 
 The probe parallelizes each recipe on the meta device under a fake process
 group of 16 ranks, at its own TP with replication and at TP=2 without; these
-are the relations its figures must show.
+are the relations its figures must show. One probe run per target serves
+every check, and the table the command prints is made from that run.
 """
 
 import sys
@@ -12,22 +14,28 @@ from pathlib import Path
 import pytest
 
 from patchset.probe import run_probe
-from patchset.replication_cost import run_targets
+from patchset.replication_cost import print_report
 
 EXPECTED_TP = {"qwen35_122b_a10b": 4, "qwen35_397b_a17b": 8}
+TARGETS = ("main", "v0.3")
 
 
-@pytest.fixture(scope="module")
-def report(workspace):
-    main = workspace.at("main")
-    return run_probe(Path(sys.executable), main.fork_dir, "kv_replication_cost")
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_recipe_at_its_tp_replicates_kv_heads(workspace, target, capsys, subtests):
+    report = run_probe(Path(sys.executable), workspace.at(target).fork_dir,
+                       "kv_replication_cost")
+    assert sorted(report["recipes"]) == sorted(EXPECTED_TP)
+    for recipe, tp in EXPECTED_TP.items():
+        with subtests.test(recipe=recipe):
+            check_figures(report["recipes"][recipe], tp=tp)
+    print_report(target, report)
+    out = capsys.readouterr().out
+    assert "| qwen35_397b_a17b | TP=8, FSDP=2 |" in out
+    assert "| qwen35_397b_a17b | TP=2, FSDP=8 |" in out
 
 
-@pytest.mark.parametrize("recipe", sorted(EXPECTED_TP))
-def test_recipe_at_its_tp_replicates_kv_heads(report, recipe):
-    figures = report["recipes"][recipe]
+def check_figures(figures: dict, *, tp: int) -> None:
     replicated, baseline = figures["replicated"], figures["baseline"]
-    tp = EXPECTED_TP[recipe]
     assert (replicated["tp"], replicated["kv_replica"]) == (tp, tp // 2)
     assert (baseline["tp"], baseline["replicate_kv_heads"]) == (2, False)
     # The same world size: TP takes the factor FSDP gives up, and the batch
@@ -39,11 +47,3 @@ def test_recipe_at_its_tp_replicates_kv_heads(report, recipe):
     assert base_sizes["replicated_kv"] == 0 < sizes["replicated_kv"] < sizes["all"] / 1000
     assert baseline["sent_bytes"]["kv_grad_all_reduce"] == 0
     assert replicated["sent_bytes"]["kv_grad_all_reduce"] > 0
-
-
-def test_the_command_prints_both_layouts(workspace, capsys):
-    main = workspace.at("main")
-    assert run_targets([main], python=Path(sys.executable)) == 0
-    out = capsys.readouterr().out
-    assert "| qwen35_397b_a17b | TP=8, FSDP=2 |" in out
-    assert "| qwen35_397b_a17b | TP=2, FSDP=8 |" in out
