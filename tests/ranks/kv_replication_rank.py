@@ -71,7 +71,7 @@ def model_variant(model_name: str, flavor: str, *, replicate: bool):
     """The spec, with ``replicate_kv_heads`` on if ``replicate``: Qwen3.5's CPU
     variant (every layer full attention, 2 KV heads kept, a smaller
     vocabulary), llama3 with separate Q/K/V projections and 2 KV heads."""
-    spec = model_spec(model_name, flavor, all_full_attention=model_name == "qwen3_5")
+    spec = model_spec(model_name, flavor, all_full_attention=True)
     if model_name == "llama3":
         from torchtitan.models.common.feed_forward import compute_ffn_hidden_dim
         from torchtitan.models.llama3 import _build_llama3_layers
