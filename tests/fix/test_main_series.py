@@ -10,7 +10,12 @@ invalid degree), while upstream's own tests and the valid degree pass.
 import pytest
 
 from patchset import base
-from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
+from upstream_pytest import (
+    assert_gradient_tests_fail_for_partial_dtensor,
+    copy_series_tests,
+    outcome_of,
+    run_unit_tests,
+)
 
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
 
@@ -70,3 +75,5 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     ), replication
     layer = [m for n, m in outcomes.items() if "test_kv_replicated_linear" in n]
     assert layer and all(m and "kv_projection_config" in m for m in layer), layer
+    # The gradient fixes.
+    assert_gradient_tests_fail_for_partial_dtensor(run)

@@ -2,7 +2,8 @@
 
 The negative control runs the series' test files against the pristine
 base and checks that each test of the fix fails for the reason it should
-(the check is missing), while the tests of valid degrees still pass there.
+(the check is missing, or partial_dtensor's TP gradients are wrong), while
+the tests of valid degrees still pass there.
 The rest of upstream's unit tests is bisect-check's job: no new failure at
 any step of the series.
 """
@@ -14,7 +15,12 @@ import pytest
 from patchset import base
 from patchset.workspace import Workspace
 from recipe_audit import audit_cases, recipes_in_source
-from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
+from upstream_pytest import (
+    assert_gradient_tests_fail_for_partial_dtensor,
+    copy_series_tests,
+    outcome_of,
+    run_unit_tests,
+)
 
 # Test modules that import what the series adds (the helper, the KV-head
 # replication layer), which the base does not have.
@@ -78,3 +84,5 @@ def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp
     assert "must have the same mesh" in outcome_of(
         run, "test_norm_and_clipping_match_plain_tensors"
     )
+    # The gradient fixes.
+    assert_gradient_tests_fail_for_partial_dtensor(run)

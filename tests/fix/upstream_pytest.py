@@ -64,3 +64,17 @@ def outcome_of(run: dict, test: str) -> str | None:
     """The failure of the one test of ``run`` named ``test`` (None: it passed)."""
     (name,) = [name for name in run["outcomes"] if name.endswith(f"::{test}")]
     return run["outcomes"][name]
+
+
+def assert_gradient_tests_fail_for_partial_dtensor(run: dict) -> None:
+    """``test_tp_gradients.py`` on an unfixed tree: under partial_dtensor the
+    MoE input gradient loses the routed experts' share and the scaled rowwise
+    bias gradient is 1/TP; spmd_types is right."""
+    moe = outcome_of(run, "test_moe_gradients_match_tp1")
+    assert moe, "the MoE gradient test passed on the unfixed tree"
+    for model in ("qwen3", "qwen3_5", "deepseek_v3", "gpt_oss"):
+        assert f"partial_dtensor {model} " in moe, moe
+    assert "spmd_types qwen3" not in moe, moe
+    bias = outcome_of(run, "test_scaled_bias_rowwise_linear_gradients_match_tp1")
+    assert "partial_dtensor bias.grad: 0.5" in bias, bias
+    assert "spmd_types bias.grad" not in bias, bias
