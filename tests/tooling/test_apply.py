@@ -38,7 +38,7 @@ def test_conflict_leaves_the_checkout_untouched(built: ScratchWorkspace, tmp_pat
     before = tree_snapshot(target)
     result = built.series("apply", "--to", str(target))
     assert result.code == 2
-    assert "0001-distributed" in result.err
+    assert "-distributed-add-a-helper-that-checks" in result.err
     assert "torchtitan/distributed/utils.py" in result.err
     assert tree_snapshot(target) == before
 

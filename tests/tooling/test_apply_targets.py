@@ -78,7 +78,7 @@ def test_picks_main_on_main_and_v03_on_the_release(with_main_series, tmp_path):
     on_release = release_checkout(with_main_series, tmp_path / "release" / "torchtitan")
     result = with_main_series.series("apply", "--to", str(on_release))
     assert result.code == 0, result.err
-    assert "applied the v0.3 series (16 patches)" in result.out
+    assert "applied the v0.3 series (18 patches)" in result.out
     assert "passed over main: patches/main/" in result.out and SHARDING in result.out
 
 
@@ -91,7 +91,7 @@ def test_no_series_applies_and_the_checkout_is_untouched(with_main_series, tmp_p
     assert "no target's series applies" in result.err
     assert f"main: patches/main/0001-qwen3_5-note-what-enable_sp-is.patch conflicts in: " \
            f"{SHARDING}" in result.err
-    assert "v0.3: patches/v0.3/0001-distributed" in result.err
+    assert "v0.3: patches/v0.3/0003-distributed" in result.err
     assert "torchtitan/distributed/utils.py" in result.err
     assert tree_snapshot(checkout) == before
 

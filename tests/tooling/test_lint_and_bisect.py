@@ -14,6 +14,7 @@ from patchset import bisect, lint
 
 PYTHON = Path(sys.executable)
 HELPER = "torchtitan/distributed/utils.py"
+MODULE = "torchtitan/protocols/module.py"
 
 
 @pytest.fixture
@@ -60,12 +61,17 @@ def test_lint_blames_only_the_bad_patch_for_what_it_adds(first_patch_only):
 
 
 def test_bisect_check_stops_at_the_patch_that_breaks_a_test(first_patch_only):
-    helper = (first_patch_only.fork_dir / HELPER).read_text()
-    assert "does not divide every head count" in helper
+    """The first patch makes module inputs redistribute synchronously; a
+    patch that undoes it breaks the first patch's gradient test."""
+    module = (first_patch_only.fork_dir / MODULE).read_text()
+    synchronous = "value = value.redistribute(placements=desired)\n"
+    assert synchronous in module
     bad = add_patch(
         first_patch_only,
-        "[distributed] reword the TP message without updating its tests",
-        {HELPER: helper.replace("does not divide every head count", "is wrong for")},
+        "[protocols] redistribute module inputs asynchronously again",
+        {MODULE: module.replace(
+            synchronous, "value = value.redistribute(placements=desired, async_op=True)\n"
+        )},
     )
     lines = []
     steps = bisect.check_series(first_patch_only, python=PYTHON, report=lines.append)

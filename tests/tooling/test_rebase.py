@@ -32,7 +32,7 @@ def test_rebase_carries_the_series_onto_a_newer_base(built: ScratchWorkspace, tm
     newer = newer_base(built, tmp_path, conflict=False)
     result = built.series("rebase", "--onto", str(newer))
     assert result.code == 0, result.err
-    assert "rebased 16 commits" in result.out
+    assert "rebased 18 commits" in result.out
     fork = built.fork_dir
     assert git(fork, "diff", "--stat", "base", "HEAD", "--", REGISTRY)
     registry = (fork / REGISTRY).read_text()
