@@ -4,9 +4,12 @@ branch for the reason each patch exists.
 The negative controls copy the series' test files into runs against two
 trees: the pristine branch, where TP on qwen3_5_moe cannot even be set up,
 and the branch with only the series' first patch (which makes TP run),
-where every invalid degree goes through parallelize_fn unchecked.
+where every invalid degree goes through parallelize_fn unchecked and the
+router's share of the MoE input gradient is counted TP times (the second
+patch fixes that).
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,10 @@ def test_checks_are_missing_once_tp_runs(pr2545, tmp_path):
         "cannot import name 'get_tp_sharded_head_counts'" in run["outcomes"][n]
         for n in helper_tests
     ), helper_tests
+    # The MoE input gradient is wrong at TP=2, and only the input gradient.
+    moe = outcome_of(run, "test_moe_gradients_match_tp1") or ""
+    wrong = re.findall(r"^E?\s*(\w+) \w+ ([\w.]+): [\d.e+-]+$", moe, re.MULTILINE)
+    assert set(wrong) == {
+        (model, "input.grad")
+        for model in ("qwen3_5_moe", "qwen3", "llama4", "deepseek_v3", "gpt_oss")
+    }, moe
