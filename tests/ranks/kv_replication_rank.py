@@ -13,9 +13,8 @@ float32. A TP=1 model built from the same config takes the same weights.
             every parameter after the third
 
 FlexAttention has no backward on CPU, so ``train`` runs the same attention
-math in plain PyTorch: ``compiled_flex_attn`` is swapped for causal SDPA on
-the math backend (every batch here is one document starting at position 0,
-where the document mask is the causal mask). Only this test does that.
+math in plain PyTorch (``tp_rank.math_attention``). Every comparison is a
+relative error per tensor (``tp_rank.relative_error``).
 
 The variant ``no-replica-grad-reduction`` (``MODEL:FLAVOR:no-replica-grad-reduction``)
 is the negative control: the KV weights' gradients leave the layer marked
@@ -38,7 +37,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-from torch.nn.attention import sdpa_kernel, SDPBackend
 
 from patchset.probes.qwen35_tp import (
     call_parallelize_fn,
@@ -46,7 +44,16 @@ from patchset.probes.qwen35_tp import (
     meta_model_on_cpu_mesh,
     SEQ_LEN,
 )
-from tp_rank import gradients, load_full_weights, logits_of, model_spec, serve
+from tp_rank import (
+    gradients,
+    load_full_weights,
+    logits_of,
+    math_attention,
+    model_spec,
+    relative_error,
+    serve,
+    worst_relative_error,
+)
 
 STEPS = 3
 LEARNING_RATE = 0.05
@@ -93,17 +100,6 @@ def model_variant(model_name: str, flavor: str, *, replicate: bool):
     return spec
 
 
-def causal_math_attention(q, k, v, *, scale, enable_gqa, return_aux, **_):
-    """``FlexAttention.compiled_flex_attn`` for one causal document, in plain
-    PyTorch (SDPA's math backend), which has a CPU backward."""
-    assert not return_aux.lse
-    with sdpa_kernel([SDPBackend.MATH]):
-        out = F.scaled_dot_product_attention(
-            q, k, v, scale=scale, is_causal=True, enable_gqa=enable_gqa
-        )
-    return out, None
-
-
 @contextlib.contextmanager
 def without_replica_grad_reduction():
     """Mark the KV weights' local gradients ``Replicate`` over ``kv_replica``
@@ -123,11 +119,6 @@ def loss_of(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
     logits = logits_of(model, tokens, model_name).float()
     labels = torch.roll(tokens.flatten(), -1)
     return F.cross_entropy(logits.reshape(labels.numel(), -1), labels)
-
-
-def largest_difference(actual: dict, expected: dict) -> float:
-    assert actual.keys() == expected.keys(), actual.keys() ^ expected.keys()
-    return max((actual[n] - expected[n]).abs().max().item() for n in expected)
 
 
 def parameters(model) -> dict[str, torch.Tensor]:
@@ -221,8 +212,9 @@ def checkpoint(args: argparse.Namespace, report: dict) -> None:
         for tensor in model.parameters():
             tensor.zero_()
     dcp.load(model.state_dict(), checkpoint_id=folder)
-    report["max_abs_param_diff"] = largest_difference(
-        parameters(model), parameters(reference)
+    report["max_abs_param_diff"] = max(
+        (a - b).abs().max().item()
+        for a, b in zip(parameters(model).values(), parameters(reference).values())
     )
     metadata = dcp.FileSystemReader(folder).read_metadata()
     report["saved_kv_shapes"] = decoder_kv_shapes(
@@ -251,7 +243,6 @@ def run(args: argparse.Namespace, report: dict) -> None:
 
 def compare(args: argparse.Namespace, report: dict) -> None:
     from torchtitan.distributed.utils import clip_grad_norm_
-    from torchtitan.models.common.attention import FlexAttention
 
     model = parallelized(args, report, tp=dist.get_world_size(), replicate=True)
     reference = reference_model(args)
@@ -266,16 +257,14 @@ def compare(args: argparse.Namespace, report: dict) -> None:
     report["stage"] = "forward"
     with torch.no_grad():
         expected = logits_of(reference, tokens, args.model)
-        report["max_abs_logit_diff"] = (
-            logits_of(model, tokens, args.model) - expected
-        ).abs().max().item()
-    report["max_abs_logit"] = expected.abs().max().item()
+        report["logit_error"] = relative_error(
+            logits_of(model, tokens, args.model), expected
+        )
 
     report["stage"] = "train"
     control = (without_replica_grad_reduction
                if args.variant == NO_REPLICA_GRAD_REDUCTION else contextlib.nullcontext)
-    with mock.patch.object(FlexAttention, "compiled_flex_attn",
-                           staticmethod(causal_math_attention)):
+    with math_attention():
         for step in range(STEPS):
             expected_loss = loss_of(reference, tokens, args.model)
             expected_loss.backward()
@@ -284,27 +273,26 @@ def compare(args: argparse.Namespace, report: dict) -> None:
                 loss.backward()
             if step == 0:
                 report["loss"] = expected_loss.item()
-                report["loss_diff"] = abs(loss.item() - expected_loss.item())
+                report["loss_error"] = relative_error(loss, expected_loss)
                 expected_grads, grads = gradients(reference), gradients(model)
-                report["max_abs_grad_diff"] = largest_difference(grads, expected_grads)
-                report["max_abs_kv_grad_diff"] = largest_difference(
+                report["worst_grad_error"] = worst_relative_error(grads, expected_grads)
+                report["worst_kv_grad_error"] = worst_relative_error(
                     *({n: g for n, g in d.items() if n.endswith(KV_WEIGHTS)}
                       for d in (grads, expected_grads))
                 )
-                report["max_abs_grad"] = max(g.abs().max().item()
-                                             for g in expected_grads.values())
             expected_norm = torch.nn.utils.clip_grad_norm_(
                 reference.parameters(), MAX_GRAD_NORM
             )
             norm = clip_grad_norm_(list(model.parameters()), MAX_GRAD_NORM)
             report.setdefault("grad_norms", []).append(expected_norm.item())
-            report.setdefault("grad_norm_diffs", []).append(
-                abs(norm.item() - expected_norm.item())
+            report.setdefault("grad_norm_errors", []).append(
+                relative_error(norm.full_tensor() if isinstance(norm, DTensor) else norm,
+                               expected_norm)
             )
             for optimizer in optimizers:
                 optimizer.step()
                 optimizer.zero_grad()
-    report["max_abs_param_diff"] = largest_difference(
+    report["worst_param_error"] = worst_relative_error(
         parameters(model), parameters(reference)
     )
     report["local_kv_weights"] = local_kv_weights(model)

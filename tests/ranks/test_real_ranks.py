@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, V03
 from patchset import base
 
 WORKER = Path(__file__).with_name("tp_rank.py")
@@ -115,13 +115,19 @@ def test_tp4_on_the_pristine_base_gets_past_parallelize_and_fails_later(
 
 
 COMPARED = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
+# Relative errors (||a - b|| / ||b|| per tensor), float32: Qwen3.5's MoE
+# experts compute in bfloat16 (a floor of about 2.4e-3 on its gradients);
+# llama3 is float32 throughout, where TP only reorders the reductions.
+LOGIT_RTOL = 1e-4
+GRAD_RTOL = {"qwen3_5": 1e-2, "llama3": 1e-4}
 
 
-def test_tp2_logits_match_tp1(v03_workspace, tmp_path, subtests):
-    """One launch of two ranks compares every model of COMPARED in turn; one
-    test for it, so that no two xdist workers start it."""
+@pytest.mark.parametrize("target", ("main", V03))
+def test_tp2_logits_and_gradients_match_tp1(workspace, target, tmp_path, subtests):
+    """One launch of two ranks per target compares every model of COMPARED
+    in turn; one test for it, so that no two xdist workers start it."""
     run = launch(
-        v03_workspace.fork_dir, tmp_path, nproc=2,
+        workspace.at(target).fork_dir, tmp_path, nproc=2,
         args=["--mode", "compare", "--all-full-attention",
               "--models", *(f"{model}:{flavor}" for model, flavor in COMPARED)],
     )
@@ -132,11 +138,9 @@ def test_tp2_logits_match_tp1(v03_workspace, tmp_path, subtests):
             assert [r["rank"] for r in reports] == [0, 1]
             for report in reports:
                 assert report["outcome"] == "ok", report
-                assert report["max_abs_logit_diff"] <= LOGIT_ATOL, report
-                # FlexAttention has no backward on CPU; where it has, grads must match.
-                if report["backward"] == "ok":
-                    assert report["max_abs_grad_diff"] <= LOGIT_ATOL, report
-                else:
-                    assert report["backward"].startswith("NotImplementedError: FlexAttention")
-            print(f"{model} {flavor}: max |logit diff| TP=2 vs TP=1 = "
-                  f"{max(r['max_abs_logit_diff'] for r in reports):.3g}")
+                assert report["logit_error"] <= LOGIT_RTOL, report
+                assert report["worst_grad_error"][1] <= GRAD_RTOL[model], report
+            worst = max((r["worst_grad_error"] for r in reports), key=lambda e: e[1])
+            print(f"{target} {model} {flavor} TP=2 vs TP=1, relative errors: logits "
+                  f"{max(r['logit_error'] for r in reports):.2g}, worst gradient "
+                  f"{worst[0]} {worst[1]:.2g}")
