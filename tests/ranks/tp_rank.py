@@ -28,6 +28,7 @@ and TP's head counts do not involve them.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -143,6 +144,18 @@ def math_attention():
     )
 
 
+FLOAT32_EXPERTS = "float32-experts"
+
+
+def experts_precision(variant: str):
+    """For ``float32-experts``, the MoE experts' grouped GEMMs keep float32
+    (they cast their operands with ``Tensor.bfloat16``): the variant shows
+    what TP alone changes, below the bfloat16 floor."""
+    if variant != FLOAT32_EXPERTS:
+        return contextlib.nullcontext()
+    return mock.patch.object(torch.Tensor, "bfloat16", lambda tensor: tensor)
+
+
 def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
@@ -197,14 +210,14 @@ def run(args: argparse.Namespace, report: dict) -> None:
     reference.init_states(buffer_device=torch.device("cpu"))
     load_full_weights(model, reference)
     report["stage"] = "forward"
-    with torch.no_grad():
+    with torch.no_grad(), experts_precision(args.variant):
         expected = logits_of(reference, tokens, args.model)
         logits = logits_of(model, tokens, args.model)
     report["logits_shape"] = list(logits.shape)
     report["logit_error"] = relative_error(logits, expected)
 
     report["stage"] = "backward"
-    with math_attention():
+    with math_attention(), experts_precision(args.variant):
         for each in (reference, model):
             logits_of(each, tokens, args.model).float().pow(2).mean().backward()
     report["worst_grad_error"] = worst_relative_error(gradients(model), gradients(reference))
