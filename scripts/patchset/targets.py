@@ -61,6 +61,9 @@ class GitPin:
 class Target:
     name: str
     pin: SdistPin | GitPin
+    # The number of the last patch of each pull request the series is sent
+    # as; empty: bisect-check runs every unit test after every patch.
+    pull_request_ends: tuple[int, ...] = ()
 
     @property
     def source(self) -> str:
@@ -99,6 +102,21 @@ def pin_from(name: str, table: dict, *, snapshot_dir: Path) -> SdistPin | GitPin
         snapshot_dir=snapshot_dir,
         **({"branch": table["branch"]} if "branch" in table else {}),
     )
+
+
+def pull_request_ends(name: str, table: dict) -> tuple[int, ...]:
+    ends = table.get("pull_requests", [])
+    if not (
+        isinstance(ends, list)
+        and all(isinstance(end, int) and end > 0 for end in ends)
+        and ends == sorted(set(ends))
+    ):
+        raise PatchsetError(
+            f"patches/{TARGETS_FILE}: [targets.{name}] pull_requests must list the "
+            f"number of each pull request's last patch, ascending (e.g. [2, 7]); "
+            f"got {ends!r}"
+        )
+    return tuple(ends)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +171,11 @@ def read_targets(root: Path) -> TargetMap:
         raise PatchsetError(f"patches/{TARGETS_FILE} has no [targets.NAME] table")
     snapshot_dir = root / data.get("snapshot_dir", "../shared/upstream")
     targets = {
-        name: Target(name=name, pin=pin_from(name, table, snapshot_dir=snapshot_dir))
+        name: Target(
+            name=name,
+            pin=pin_from(name, table, snapshot_dir=snapshot_dir),
+            pull_request_ends=pull_request_ends(name, table),
+        )
         for name, table in tables.items()
     }
     default = data.get("default", next(iter(targets)))

@@ -16,7 +16,9 @@ FlexAttention has no backward on CPU, so ``train`` runs the same attention
 math in plain PyTorch (``tp_rank.math_attention``). Every comparison is a
 relative error per tensor (``tp_rank.relative_error``).
 
-The variant ``no-replica-grad-reduction`` (``MODEL:FLAVOR:no-replica-grad-reduction``)
+The variant ``float32-experts`` keeps the MoE experts in float32
+(``tp_rank.experts_precision``). The variant ``no-replica-grad-reduction``
+(``MODEL:FLAVOR:no-replica-grad-reduction``)
 is the negative control: the KV weights' gradients leave the layer marked
 ``Replicate`` instead of ``Partial`` over ``kv_replica``, so each replica
 keeps only its own ranks' contribution.
@@ -45,6 +47,7 @@ from patchset.probes.qwen35_tp import (
     SEQ_LEN,
 )
 from tp_rank import (
+    experts_precision,
     gradients,
     load_full_weights,
     logits_of,
@@ -255,7 +258,7 @@ def compare(args: argparse.Namespace, report: dict) -> None:
     tokens = torch.randint(0, 1000, (1, SEQ_LEN))
 
     report["stage"] = "forward"
-    with torch.no_grad():
+    with torch.no_grad(), experts_precision(args.variant):
         expected = logits_of(reference, tokens, args.model)
         report["logit_error"] = relative_error(
             logits_of(model, tokens, args.model), expected
@@ -264,7 +267,7 @@ def compare(args: argparse.Namespace, report: dict) -> None:
     report["stage"] = "train"
     control = (without_replica_grad_reduction
                if args.variant == NO_REPLICA_GRAD_REDUCTION else contextlib.nullcontext)
-    with math_attention():
+    with math_attention(), experts_precision(args.variant):
         for step in range(STEPS):
             expected_loss = loss_of(reference, tokens, args.model)
             expected_loss.backward()

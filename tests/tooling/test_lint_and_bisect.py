@@ -77,6 +77,10 @@ def test_bisect_check_stops_at_the_patch_that_breaks_a_test(first_patch_only):
     steps = bisect.check_series(first_patch_only, python=PYTHON, report=lines.append)
     assert [step.ok for step in steps] == [True, False]
     assert bisect.first_broken(steps) == bad
+    # Step 1 ends no pull request: only the test file it adds ran there. The
+    # last step always runs every unit test.
+    assert steps[0].summary.startswith("1 changed test file(s): ")
+    assert steps[1].summary.startswith("every unit test: ")
     assert "FAILED" in steps[1].summary and "failed" in steps[1].summary
     # The scratch checkout is gone; the fork is untouched.
     assert git(first_patch_only.fork_dir, "worktree", "list").count("\n") == 1
