@@ -83,7 +83,7 @@ def verdict(run: TestRun, *, baseline: frozenset[str]) -> tuple[bool, str]:
     """Green when pytest completed and nothing fails that passed on the base."""
     new = sorted(run.failing - baseline)
     shown = [f"FAILED {test}" for test in new[:20]]
-    if baseline:
+    if run.failing & baseline:
         shown.append(f"({len(run.failing & baseline)} failing on the base as well, not counted)")
     return run.completed and not new, "\n".join([*shown, run.last_line])
 
