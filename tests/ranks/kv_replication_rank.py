@@ -215,9 +215,10 @@ def checkpoint(args: argparse.Namespace, report: dict) -> None:
         for tensor in model.parameters():
             tensor.zero_()
     dcp.load(model.state_dict(), checkpoint_id=folder)
+    loaded, expected = parameters(model), parameters(reference)
+    assert loaded.keys() == expected.keys(), loaded.keys() ^ expected.keys()
     report["max_abs_param_diff"] = max(
-        (a - b).abs().max().item()
-        for a, b in zip(parameters(model).values(), parameters(reference).values())
+        (loaded[name] - expected[name]).abs().max().item() for name in expected
     )
     metadata = dcp.FileSystemReader(folder).read_metadata()
     report["saved_kv_shapes"] = decoder_kv_shapes(
