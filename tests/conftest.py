@@ -16,7 +16,7 @@ from patchset.workspace import Workspace
 ROOT = Path(__file__).resolve().parents[1]
 V03 = "v0.3"
 # Commands that set up or choose every target, and take no --target.
-EVERY_TARGET_COMMANDS = ("setup", "test", "targets")
+EVERY_TARGET_COMMANDS = ("setup", "test", "prove", "targets")
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Test Author",
     "GIT_AUTHOR_EMAIL": "author@example.com",
@@ -61,6 +61,28 @@ def git(repo: Path, *args: str) -> str:
         check=True,
         env={**os.environ, **GIT_IDENTITY},
     ).stdout
+
+
+SLOWEST_SHOWN = 10
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The slowest tests of the run and their share of the summed test time
+    (setup, call and teardown), so the next person sees where minutes go."""
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                seconds[report.nodeid] = seconds.get(report.nodeid, 0.0) + report.duration
+    total = sum(seconds.values())
+    if not total:
+        return
+    slowest = sorted(seconds.items(), key=lambda item: item[1], reverse=True)[:SLOWEST_SHOWN]
+    terminalreporter.write_sep("=", f"slowest {len(slowest)} of {len(seconds)} tests "
+                                    f"({total:.0f} s of test time in all)")
+    terminalreporter.write_line(f"{'seconds':>8}  {'share':>6}  test")
+    for nodeid, spent in slowest:
+        terminalreporter.write_line(f"{spent:8.1f}  {spent / total:6.1%}  {nodeid}")
 
 
 @pytest.fixture(scope="session")

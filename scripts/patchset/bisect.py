@@ -5,19 +5,26 @@ fresh checkout of the pristine base (the fork's ``base`` commit). After each
 patch the upstream-bound unit tests run against that tree: all of them after
 the last patch of each pull request (``pull_requests`` in targets.toml) and
 after the series' last patch, and only the test files the patch adds or
-changes after the others (every test after every patch where the target
-declares no pull requests). So a patch that breaks a test is caught within
-its pull request, each of which must be green on its own. The first patch
+changes after the others. So a patch that breaks a test is caught within
+its pull request, each of which must be green on its own; a target that
+declares no pull requests is applied as one unit. The first patch
 that does not apply or breaks a test is reported, and the check stops there,
-as ``git bisect`` would. A test that already fails on the base (upstream
-main has some: tests that need the network, a GPU or data the tree lacks) is
-not blamed on the series.
+as ``git bisect`` would.
+
+A test that already fails on the base (upstream main has some: tests that
+need the network, a GPU or data the tree lacks) is not blamed on the
+series. The base is asked only about the tests that fail at a step, in a
+second checkout, and a test known to fail there is left out of the later
+runs. The last step's full run is kept as a JUnit report with the tree it
+ran on, for the proofs that read the fork's unit-test outcomes.
 """
 
+import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from patchset import git
@@ -53,17 +60,29 @@ def failing_tests(lines: list[str]) -> frozenset[str]:
     )
 
 
-def run_unit_tests(tree: Path, *, python: Path, paths: list[str] | None = None) -> TestRun:
-    """Every unit test of ``tree``, or only the test files ``paths``."""
+def run_unit_tests(
+    tree: Path,
+    *,
+    python: Path,
+    paths: list[str] | None = None,
+    skip: frozenset[str] = frozenset(),
+    junit: Path | None = None,
+) -> TestRun:
+    """Every unit test of ``tree``, or only ``paths`` (files or test ids),
+    less the tests ``skip`` names."""
     if not (tree / UNIT_TESTS).is_dir():
         return TestRun(completed=True, failing=frozenset(), last_line="no unit tests yet")
     if paths == []:
         return TestRun(completed=True, failing=frozenset(),
                        last_line="no test file changed; the full run comes at the "
                                  "end of the pull request")
+    # A file the base cannot even collect is ignored; single tests are deselected.
+    left_out = [f"--deselect={test}" if "::" in test else f"--ignore={test}"
+                for test in sorted(skip)]
+    report = [f"--junitxml={junit}"] if junit else []
     result = subprocess.run(
         [str(python), "-m", "pytest", *(paths or [str(UNIT_TESTS)]), "-q",
-         "-p", "no:cacheprovider", "-n", "2", "--no-header"],
+         "-p", "no:cacheprovider", "-n", "2", "--no-header", *left_out, *report],
         cwd=tree,
         capture_output=True,
         text=True,
@@ -77,6 +96,35 @@ def run_unit_tests(tree: Path, *, python: Path, paths: list[str] | None = None) 
         failing=failing_tests(lines),
         last_line=lines[-1] if lines else result.stderr[-500:],
     )
+
+
+@dataclass(kw_only=True)
+class BaseOutcomes:
+    """What the pristine base says of the tests that fail at some step,
+    asked once per test in a checkout of the base made on first need."""
+
+    worktree: ExitStack
+    fork: Path
+    python: Path
+    failing: set[str] = field(default_factory=set)
+    passing: set[str] = field(default_factory=set)
+    tree: Path | None = None
+
+    def learn(self, tests: frozenset[str]) -> None:
+        unknown = sorted(tests - self.failing - self.passing)
+        if self.tree is None and unknown:
+            self.tree = self.worktree.enter_context(git.scratch_worktree(self.fork, BASE_TAG))
+        # A test whose file the base lacks is new: it cannot fail there.
+        present = [test for test in unknown
+                   if (self.tree / test.split("::", 1)[0]).exists()]
+        self.passing.update(set(unknown) - set(present))
+        if not present:
+            return
+        run = run_unit_tests(self.tree, python=self.python, paths=present)
+        failed_there = {test for test in present
+                        if test in run.failing or (not run.completed)}
+        self.failing.update(failed_there)
+        self.passing.update(set(present) - failed_there)
 
 
 def verdict(run: TestRun, *, baseline: frozenset[str]) -> tuple[bool, str]:
@@ -110,8 +158,37 @@ def changed_test_files(tree: Path) -> list[str]:
 
 def full_run_steps(workspace: Workspace, count: int) -> set[int]:
     """The 1-based steps after which every unit test runs."""
-    ends = workspace.target.pull_request_ends
-    return set(range(1, count + 1)) if not ends else {*ends, count}
+    return {*workspace.target.pull_request_ends, count}
+
+
+def last_run_files(workspace: Workspace) -> tuple[Path, Path]:
+    """The JUnit report of the last step's full run, and its stamp."""
+    folder = workspace.cache_dir / "bisect-check"
+    return folder / f"{workspace.target.name}.xml", folder / f"{workspace.target.name}.json"
+
+
+def record_last_run(workspace: Workspace, tree: Path, *, python: Path,
+                    skipped: frozenset[str]) -> None:
+    """Stamp the report with the tree, the interpreter and the tests left out."""
+    _, stamp = last_run_files(workspace)
+    stamp.write_text(json.dumps({
+        "tree": git.output(tree, "rev-parse", "HEAD^{tree}"),
+        "python": str(python),
+        "left_out_as_failing_on_the_base": sorted(skipped),
+    }, indent=2) + "\n")
+
+
+def last_full_run(workspace: Workspace, *, python: Path) -> Path | None:
+    """bisect-check's JUnit report of every unit test on the fork's tree, if
+    the last check ran on exactly that tree with ``python``; else None."""
+    report, stamp = last_run_files(workspace)
+    if not (report.exists() and stamp.exists()):
+        return None
+    recorded = json.loads(stamp.read_text())
+    tree = git.output(workspace.fork_dir, "rev-parse", "HEAD^{tree}")
+    if recorded.get("tree") != tree or recorded.get("python") != str(python):
+        return None
+    return report
 
 
 def check_series(workspace: Workspace, *, python: Path, report=print) -> list[Step]:
@@ -119,20 +196,30 @@ def check_series(workspace: Workspace, *, python: Path, report=print) -> list[St
     steps = []
     names = series_names(workspace.series_file)
     full_runs = full_run_steps(workspace, len(names))
-    with git.scratch_worktree(workspace.fork_dir, BASE_TAG) as tree:
-        baseline = run_unit_tests(tree, python=python).failing if names else frozenset()
-        if baseline:
-            report(f"the base fails {len(baseline)} unit tests; the series is not blamed for them")
+    junit, stamp = last_run_files(workspace)
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)
+    stamp.unlink(missing_ok=True)
+    with ExitStack() as worktrees:
+        tree = worktrees.enter_context(git.scratch_worktree(workspace.fork_dir, BASE_TAG))
+        base = BaseOutcomes(worktree=worktrees, fork=workspace.fork_dir, python=python)
         for number, name in enumerate(names, start=1):
             started = time.monotonic()
             ok, summary = apply_patch(tree, workspace.patches_dir / name)
             if ok:
                 paths = None if number in full_runs else changed_test_files(tree)
-                ok, summary = verdict(
-                    run_unit_tests(tree, python=python, paths=paths), baseline=baseline
-                )
+                skipped = frozenset(base.failing)
+                last = number == len(names) and paths is None
+                run = run_unit_tests(tree, python=python, paths=paths, skip=skipped,
+                                     junit=junit if last else None)
+                base.learn(run.failing)
+                ok, summary = verdict(run, baseline=frozenset(base.failing))
+                if skipped and paths is None:
+                    summary += f"\n({len(skipped)} failing on the base left out)"
                 scope = "every unit test" if paths is None else f"{len(paths)} changed test file(s)"
                 summary = f"{scope}: {summary}"
+                if last and ok:
+                    record_last_run(workspace, tree, python=python, skipped=skipped)
             step = Step(patch=name, ok=ok, summary=summary,
                         seconds=round(time.monotonic() - started, 1))
             steps.append(step)

@@ -130,29 +130,27 @@ def cmd_targets(workspace: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
-# Tests that --fast leaves out (registered in pyproject.toml).
-SLOW_MARKER = "end_to_end"
+# Tier 2, the proofs (registered in pyproject.toml): 'prove' runs them,
+# 'test' everything else.
+PROOF_MARKER = "proof"
+
+
+def run_pytest(workspace: Workspace, args: argparse.Namespace, *, selection: str) -> int:
+    python = set_up(workspace)
+    if "-m" in args.pytest_args:
+        raise PatchsetError(f"'{args.command}' selects its tier with -m itself; "
+                            "name tests by path or -k instead")
+    # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
+    command = [str(python), "-m", "pytest", "-m", selection, *args.pytest_args]
+    return subprocess.run(command, cwd=workspace.root).returncode
 
 
 def cmd_test(workspace: Workspace, args: argparse.Namespace) -> int:
-    python = set_up(workspace)
-    # No path given: pytest runs its testpaths (tests/) from pyproject.toml.
-    pytest = [str(python), "-m", "pytest"]
-    if args.fast:
-        if "-m" in args.pytest_args:
-            raise PatchsetError("--fast selects with -m itself: leave out one of the two")
-        listed = subprocess.run(
-            [*pytest, "--collect-only", "-q", "-n", "0", "-m", SLOW_MARKER],
-            cwd=workspace.root, capture_output=True, text=True,
-        )
-        if listed.returncode != 0:
-            raise PatchsetError(f"the tests do not collect:\n{listed.stdout[-3000:]}")
-        left_out = [line for line in listed.stdout.splitlines() if "::" in line]
-        print(f"--fast leaves out {len(left_out)} end-to-end tests (CI runs them all):")
-        for test in left_out:
-            print(f"  {test}")
-        pytest += ["-m", f"not {SLOW_MARKER}"]
-    return subprocess.run([*pytest, *args.pytest_args], cwd=workspace.root).returncode
+    return run_pytest(workspace, args, selection=f"not {PROOF_MARKER}")
+
+
+def cmd_prove(workspace: Workspace, args: argparse.Namespace) -> int:
+    return run_pytest(workspace, args, selection=PROOF_MARKER)
 
 
 def flag(name: str, help_text: str) -> tuple[tuple[str, ...], dict]:
@@ -207,12 +205,16 @@ SUBCOMMANDS = (
      (directory("--cover-letter", "also write the stack as a numbered mail series "
                 "with a cover letter"),)),
     ("test", cmd_test,
-     "set up, then run the tests with pytest (other arguments go to pytest)",
-     (flag("--fast", "leave out the slowest end-to-end tests, and say which"),)),
+     "set up, then run tier 1, the quick tests of the tooling and of every series "
+     "(other arguments go to pytest)", ()),
+    ("prove", cmd_prove,
+     "set up, then run tier 2, the proofs: multi-rank comparisons, negative controls "
+     "on the pristine trees, the forks' unit tests, the demo (other arguments go to "
+     "pytest)", ()),
     ("targets", cmd_targets, "list the pinned targets, the default first", ()),
 )
 # Commands that act on one target. The others set up, list or choose every target.
-WITHOUT_TARGET = ("test", "setup", "targets")
+WITHOUT_TARGET = ("test", "prove", "setup", "targets")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "test":
+    if extra and args.command not in ("test", "prove"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.pytest_args = extra
     args.target = getattr(args, "target", None)

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,18 +265,32 @@ def pyrefly(tree: Path, tools: Tools) -> list[Finding]:
     ]
 
 
-def findings_in(
-    tree: Path, files: list[str], tools: Tools, *, project: list[Finding]
-) -> list[Finding]:
-    """Findings in ``files``; ``project`` holds the whole-project ones."""
+def python_files_in(tree: Path, files: list[str]) -> list[str]:
+    return [path for path in files if path.endswith(".py") and (tree / path).is_file()]
+
+
+def findings_in(tree: Path, files: list[str], tools: Tools) -> list[Finding]:
+    """Findings of the per-file tools in ``files``."""
     present = [path for path in files if (tree / path).is_file()]
-    python_files = [path for path in present if path.endswith(".py")]
+    python_files = python_files_in(tree, files)
     findings = [f for path in present for f in check_text(tree, path, tools)]
     findings += codespell(tree, present, tools) if present else []
     if python_files:
         for check in (flake8, ufmt, pydoclint):
             findings += check(tree, python_files, tools)
-    return findings + [f for f in project if f.path in python_files]
+    return findings
+
+
+def findings_at_state(tree: Path, files: list[str], tools: Tools,
+                      background: ThreadPoolExecutor) -> list[Finding]:
+    """Findings in ``files`` of the tree as checked out; pyrefly checks the
+    whole project on the other core meanwhile."""
+    python_files = python_files_in(tree, files)
+    project = background.submit(pyrefly, tree, tools) if python_files else None
+    findings = findings_in(tree, files, tools)
+    if project is not None:
+        findings += [f for f in project.result() if f.path in python_files]
+    return findings
 
 
 def new_findings(before: list[Finding], after: list[Finding]) -> list[Finding]:
@@ -308,20 +323,28 @@ def lint_series(workspace: Workspace, *, python: Path) -> dict[str, list[Finding
         return {}
     rules = rules_of_tree(fork) or rules_of_settings(workspace)
     tools = Tools(bin_dir=environment.ensure_lint(workspace), python=python, rules=rules)
+    changed = [
+        git.output(fork, "diff-tree", "--no-commit-id", "--name-only", "-r",
+                   "--diff-filter=AM", commit).split()
+        for commit in commits
+    ]
+    # State 0 is the base, state k the tree after patch k: patch k's files
+    # are checked at state k - 1 (before) and at state k (after), and each
+    # state is checked once for the files of both patches that need it.
+    needed = [set() for _ in range(len(commits) + 1)]
+    for number, files in enumerate(changed, start=1):
+        needed[number - 1].update(files)
+        needed[number].update(files)
+    at_state = []
+    with git.scratch_worktree(fork, BASE_TAG) as tree, ThreadPoolExecutor(1) as background:
+        for state, files in zip([BASE_TAG, *commits], needed):
+            git.run(tree, "checkout", "--quiet", "--detach", state)
+            at_state.append(findings_at_state(tree, sorted(files), tools, background))
     report = {}
-    with git.scratch_worktree(fork, BASE_TAG) as tree:
-        project = pyrefly(tree, tools)
-        for name, commit in zip(names, commits, strict=True):
-            files = git.output(
-                fork, "diff-tree", "--no-commit-id", "--name-only", "-r",
-                "--diff-filter=AM", commit,
-            ).split()
-            git.run(tree, "checkout", "--quiet", "--detach", f"{commit}~1")
-            before = findings_in(tree, files, tools, project=project)
-            git.run(tree, "checkout", "--quiet", "--detach", commit)
-            project = pyrefly(tree, tools)
-            after = findings_in(tree, files, tools, project=project)
-            report[name] = new_findings(before, after)
+    for number, (name, files) in enumerate(zip(names, changed, strict=True), start=1):
+        before = [f for f in at_state[number - 1] if f.path in files]
+        after = [f for f in at_state[number] if f.path in files]
+        report[name] = new_findings(before, after)
     return report
 
 

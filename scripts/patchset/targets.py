@@ -62,7 +62,8 @@ class Target:
     name: str
     pin: SdistPin | GitPin
     # The number of the last patch of each pull request the series is sent
-    # as; empty: bisect-check runs every unit test after every patch.
+    # as; empty: the series is one unit, and bisect-check runs every unit
+    # test after its last patch only.
     pull_request_ends: tuple[int, ...] = ()
 
     @property

@@ -23,7 +23,7 @@ def summary_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
-@pytest.mark.end_to_end
+@pytest.mark.proof
 def test_demo_shows_the_failure_and_the_fix():
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "series"), "demo"],

@@ -15,9 +15,12 @@ from upstream_pytest import (
     copy_series_tests,
     outcome_of,
     run_unit_tests,
+    series_tests_on_the_fork,
 )
 
 MISSING_HELPER = "cannot import name 'validate_tensor_parallel_degree'"
+
+pytestmark = pytest.mark.proof
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +29,7 @@ def main(workspace):
 
 
 def test_series_tests_pass_on_the_main_fork(main, tmp_path):
-    tests = copy_series_tests(main.fork_dir, tmp_path / "unit_tests")
-    run = run_unit_tests(tests=tests, torchtitan_tree=main.fork_dir, report=tmp_path / "r.xml")
+    run = series_tests_on_the_fork(main, tmp_path)
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 15
     assert all(message is None for message in run["outcomes"].values())

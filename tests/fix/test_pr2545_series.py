@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from patchset import base
-from upstream_pytest import copy_series_tests, outcome_of, run_unit_tests
+from upstream_pytest import (
+    copy_series_tests,
+    outcome_of,
+    run_unit_tests,
+    series_tests_on_the_fork,
+)
 
 UNCHECKED = "parallelize_fn accepted tensor_parallel_degree="
 REJECTION_TESTS = (
@@ -30,6 +35,8 @@ REJECTION_TESTS = (
     "test_graph_trainer_rejects_tp_above_the_heads[llama3-8B-16-n_kv_heads=8]",
 )
 
+pytestmark = pytest.mark.proof
+
 
 @pytest.fixture(scope="module")
 def pr2545(workspace):
@@ -42,7 +49,7 @@ def run_on(tree: Path, fork: Path, tmp_path: Path) -> dict:
 
 
 def test_series_tests_pass_on_the_pr2545_fork(pr2545, tmp_path):
-    run = run_on(pr2545.fork_dir, pr2545.fork_dir, tmp_path)
+    run = series_tests_on_the_fork(pr2545, tmp_path)
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 40
     assert all(message is None for message in run["outcomes"].values())

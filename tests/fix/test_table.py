@@ -136,7 +136,7 @@ def verdicts(rows: list[dict]) -> dict[str, dict[int, dict]]:
     return outcomes
 
 
-@pytest.mark.end_to_end
+@pytest.mark.proof
 def test_table_verdicts_agree_with_parallelize_fn(fork_rows, subtests):
     """One test with a subtest per model, so that the runs share one process."""
     outcomes_of = verdicts(fork_rows)

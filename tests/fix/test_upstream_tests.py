@@ -20,6 +20,7 @@ from upstream_pytest import (
     copy_series_tests,
     outcome_of,
     run_unit_tests,
+    series_tests_on_the_fork,
 )
 
 # Test modules that import what the series adds (the helper, the KV-head
@@ -33,7 +34,7 @@ MISSING_IMPORT_TEST_FILES = (
 )
 
 
-pytestmark = pytest.mark.end_to_end
+pytestmark = pytest.mark.proof
 
 
 @pytest.fixture
@@ -41,10 +42,8 @@ def series_tests(v03_workspace: Workspace, tmp_path) -> Path:
     return copy_series_tests(v03_workspace.fork_dir, tmp_path / "unit_tests")
 
 
-def test_series_tests_pass_on_the_patched_fork(v03_workspace, series_tests, tmp_path):
-    run = run_unit_tests(
-        tests=series_tests, torchtitan_tree=v03_workspace.fork_dir, report=tmp_path / "r.xml"
-    )
+def test_series_tests_pass_on_the_patched_fork(v03_workspace, tmp_path):
+    run = series_tests_on_the_fork(v03_workspace, tmp_path)
     assert run["returncode"] == 0, run["output"][-3000:]
     assert len(run["outcomes"]) >= 60
     assert all(message is None for message in run["outcomes"].values())

@@ -7,23 +7,28 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from patchset import git
+from patchset import bisect, git
 from patchset.series import BASE_TAG
+from patchset.workspace import Workspace
 
 UNIT_TESTS = "tests/unit_tests"
 
 
-def copy_series_tests(fork: Path, dest: Path) -> Path:
-    """Copy the test files the fork's series adds or changes under
-    tests/unit_tests to ``dest``: the tests of the fix, to run against any
-    tree. The rest of upstream's unit tests is bisect-check's job."""
+def series_test_files(fork: Path) -> list[str]:
+    """The test files the fork's series adds or changes under tests/unit_tests."""
     names = git.output(
         fork, "diff", "--name-only", "--diff-filter=AM", f"{BASE_TAG}..HEAD", "--", UNIT_TESTS
     ).split()
     if not names:
         raise AssertionError(f"the series of {fork} adds no test under {UNIT_TESTS}")
+    return names
+
+
+def copy_series_tests(fork: Path, dest: Path) -> Path:
+    """Copy the series' test files to ``dest``: the tests of the fix, to run
+    against any tree. The rest of upstream's unit tests is bisect-check's job."""
     dest.mkdir()
-    for name in names:
+    for name in series_test_files(fork):
         shutil.copy(fork / name, dest / Path(name).name)
     return dest
 
@@ -45,18 +50,44 @@ def run_unit_tests(*, tests: Path, torchtitan_tree: Path, report: Path) -> dict:
         env={**os.environ, "PYTHONPATH": str(torchtitan_tree)},
         timeout=1800,
     )
+    outcomes = junit_outcomes(report)
+    return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
+
+
+def junit_outcomes(report: Path, *, modules: set[str] | None = None) -> dict[str, str | None]:
+    """Each test's failure (None if it passed) by ``Class::test`` (or
+    ``test_module::test``); only the test modules ``modules`` names, if given."""
     outcomes = {}
     for case in ET.parse(report).iter("testcase"):
+        classname = case.get("classname", "")
+        if modules is not None and not modules & set(classname.split(".")):
+            continue
         failure = case.find("failure")
         if failure is None:
             failure = case.find("error")
-        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        name = f"{classname.rsplit('.', 1)[-1]}::{case.get('name')}"
         outcomes[name] = (
             None
             if failure is None
             else f"{failure.get('message') or ''}\n{failure.text or ''}"
         )
-    return {"returncode": result.returncode, "outcomes": outcomes, "output": result.stdout}
+    return outcomes
+
+
+def series_tests_on_the_fork(workspace: Workspace, tmp_path: Path) -> dict:
+    """The series' tests on the fork: read from bisect-check's report of the
+    same tree (CI runs bisect-check first), else run here."""
+    report = bisect.last_full_run(workspace, python=Path(sys.executable))
+    if report is None:
+        tests = copy_series_tests(workspace.fork_dir, tmp_path / "unit_tests")
+        return run_unit_tests(
+            tests=tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
+        )
+    modules = {Path(name).stem for name in series_test_files(workspace.fork_dir)}
+    outcomes = junit_outcomes(report, modules=modules)
+    failed = any(message is not None for message in outcomes.values())
+    return {"returncode": int(failed), "outcomes": outcomes,
+            "output": f"outcomes read from bisect-check's report {report}"}
 
 
 

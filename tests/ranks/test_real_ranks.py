@@ -36,7 +36,7 @@ LAUNCH_TIMEOUT_SECONDS = 600
 LOGIT_ATOL = 1e-3
 
 # One launch at a time on 2 cores.
-pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.end_to_end]
+pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.proof]
 
 
 def launch(
