@@ -20,6 +20,8 @@ from patchset.workspace import Workspace
 FLAVOR = "debugmodel_moe"
 # The same model on the #2545 branch, under its name there.
 BRANCH_FLAVOR = "debugmodel"
+TP4_CONFIG = {"tp": 4, "stage": "config"}
+FORWARD_ON_CPU = {"stage": "forward", "all_full_attention": True}
 
 
 def qwen35_probe(
@@ -76,6 +78,26 @@ def fix_is_right(
     return problems
 
 
+def fork_scenarios(workspace: Workspace, *, python: Path) -> tuple[dict, dict | None, dict]:
+    """On the target's fork: TP=4 at parallelize_fn, the trainer's
+    config-time check with TP=4 (None on the #2545 branch, which has none),
+    and TP=2 through a forward pass."""
+    fork = workspace.fork_dir
+    if is_moe_branch(fork):
+        rejected, accepted = qwen35_probe(
+            python, fork, {"tp": 4, "stage": "parallelize"}, {"tp": 2, "stage": "forward"},
+            flavor=BRANCH_FLAVOR,
+        )
+        return rejected, None, accepted
+    rejected, config_time, accepted = qwen35_probe(
+        python, fork,
+        {"tp": 4, "stage": "parallelize", "skip_config_check": True},
+        TP4_CONFIG,
+        {"tp": 2, **FORWARD_ON_CPU},
+    )
+    return rejected, config_time, accepted
+
+
 @dataclass(frozen=True, kw_only=True)
 class TargetRow:
     """What one target did: a cell per scenario, and what is wrong (if anything)."""
@@ -128,12 +150,7 @@ def run_on_moe_branch(workspace: Workspace, *, python: Path) -> TargetRow:
         "TP=4, then a forward pass",
         unchecked,
     )
-    rejected, accepted = qwen35_probe(
-        python, workspace.fork_dir,
-        {"tp": 4, "stage": "parallelize"},
-        {"tp": 2, "stage": "forward"},
-        flavor=BRANCH_FLAVOR,
-    )
+    rejected, _, accepted = fork_scenarios(workspace, python=python)
     n_patches = len(read_series(workspace))
     show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
     show(f"{name} patched fork, TP=2: parallelize_fn, forward", accepted)
@@ -151,15 +168,12 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
     if is_moe_branch(workspace.fork_dir) and read_series(workspace):
         return run_on_moe_branch(workspace, python=python)
     pristine = base.ensure_pristine_tree(workspace)
-    fork = workspace.fork_dir
     n_patches = len(read_series(workspace))
-    tp4_config = {"tp": 4, "stage": "config"}
-    forward_on_cpu = {"stage": "forward", "all_full_attention": True}
     print(f"\n=== target {name}: Qwen3.5 MoE ({FLAVOR}: 4 query heads, 2 KV heads), "
           "fake process group on CPU")
 
     config_check, unchecked = qwen35_probe(
-        python, pristine, tp4_config, {"tp": 4, **forward_on_cpu, "skip_config_check": True}
+        python, pristine, TP4_CONFIG, {"tp": 4, **FORWARD_ON_CPU, "skip_config_check": True}
     )
     show(f"{name} pristine base, trainer path: update_from_config with TP=4", config_check)
     show(
@@ -177,12 +191,7 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         return TargetRow(target=name, pristine=brief(unchecked), patched=no_fix,
                          accepted=no_fix)
 
-    rejected, config_time, accepted = qwen35_probe(
-        python, fork,
-        {"tp": 4, "stage": "parallelize", "skip_config_check": True},
-        tp4_config,
-        {"tp": 2, **forward_on_cpu},
-    )
+    rejected, config_time, accepted = fork_scenarios(workspace, python=python)
     show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
     show(f"{name} patched fork, trainer path: update_from_config with TP=4", config_time)
     show(f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)

@@ -54,6 +54,17 @@ def test_demo_shows_the_failure_and_the_fix():
             assert patched == accepted == "no fix yet (empty series)"
 
 
+@pytest.mark.parametrize("target", Workspace(root=ROOT).targets().names)
+def test_each_fork_rejects_tp4_at_parallelize_fn_and_runs_tp2(workspace, target):
+    """The demo's scenarios on the fork alone: the quick tier's check that
+    each target's series does what it is for."""
+    rejected, config_time, accepted = demo.fork_scenarios(
+        workspace.at(target), python=Path(sys.executable)
+    )
+    assert demo.fix_is_right(rejected, accepted, config_time=config_time) == [], (
+        rejected, config_time, accepted)
+
+
 def test_demo_with_an_empty_series_says_so(scratch: ScratchWorkspace, capsys):
     for patch in scratch.patches_dir.glob("*.patch"):
         patch.unlink()
