@@ -100,31 +100,27 @@ def run_unit_tests(
 
 @dataclass(kw_only=True)
 class BaseOutcomes:
-    """What the pristine base says of the tests that fail at some step,
-    asked once per test in a checkout of the base made on first need."""
+    """The tests known to fail on the pristine base. A test that fails at a
+    step is run there, in a checkout of the base made on first need."""
 
     worktree: ExitStack
     fork: Path
     python: Path
     failing: set[str] = field(default_factory=set)
-    passing: set[str] = field(default_factory=set)
     tree: Path | None = None
 
     def learn(self, tests: frozenset[str]) -> None:
-        unknown = sorted(tests - self.failing - self.passing)
+        unknown = sorted(tests - self.failing)
         if self.tree is None and unknown:
             self.tree = self.worktree.enter_context(git.scratch_worktree(self.fork, BASE_TAG))
         # A test whose file the base lacks is new: it cannot fail there.
         present = [test for test in unknown
                    if (self.tree / test.split("::", 1)[0]).exists()]
-        self.passing.update(set(unknown) - set(present))
         if not present:
             return
         run = run_unit_tests(self.tree, python=self.python, paths=present)
-        failed_there = {test for test in present
-                        if test in run.failing or (not run.completed)}
-        self.failing.update(failed_there)
-        self.passing.update(set(present) - failed_there)
+        self.failing.update(test for test in present
+                            if test in run.failing or not run.completed)
 
 
 def verdict(run: TestRun, *, baseline: frozenset[str]) -> tuple[bool, str]:
@@ -167,14 +163,12 @@ def last_run_files(workspace: Workspace) -> tuple[Path, Path]:
     return folder / f"{workspace.target.name}.xml", folder / f"{workspace.target.name}.json"
 
 
-def record_last_run(workspace: Workspace, tree: Path, *, python: Path,
-                    skipped: frozenset[str]) -> None:
-    """Stamp the report with the tree, the interpreter and the tests left out."""
+def record_last_run(workspace: Workspace, tree: Path, *, python: Path) -> None:
+    """Stamp the report with the tree and the interpreter it ran on."""
     _, stamp = last_run_files(workspace)
     stamp.write_text(json.dumps({
         "tree": git.output(tree, "rev-parse", "HEAD^{tree}"),
         "python": str(python),
-        "left_out_as_failing_on_the_base": sorted(skipped),
     }, indent=2) + "\n")
 
 
@@ -209,7 +203,7 @@ def check_series(workspace: Workspace, *, python: Path, report=print) -> list[St
             if ok:
                 paths = None if number in full_runs else changed_test_files(tree)
                 skipped = frozenset(base.failing)
-                last = number == len(names) and paths is None
+                last = number == len(names)
                 run = run_unit_tests(tree, python=python, paths=paths, skip=skipped,
                                      junit=junit if last else None)
                 base.learn(run.failing)
@@ -219,7 +213,7 @@ def check_series(workspace: Workspace, *, python: Path, report=print) -> list[St
                 scope = "every unit test" if paths is None else f"{len(paths)} changed test file(s)"
                 summary = f"{scope}: {summary}"
                 if last and ok:
-                    record_last_run(workspace, tree, python=python, skipped=skipped)
+                    record_last_run(workspace, tree, python=python)
             step = Step(patch=name, ok=ok, summary=summary,
                         seconds=round(time.monotonic() - started, 1))
             steps.append(step)

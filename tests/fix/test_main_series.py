@@ -12,9 +12,8 @@ import pytest
 from patchset import base
 from upstream_pytest import (
     assert_gradient_tests_fail_for_partial_dtensor,
-    copy_series_tests,
     outcome_of,
-    run_unit_tests,
+    run_series_tests,
     series_tests_on_the_fork,
 )
 
@@ -37,8 +36,7 @@ def test_series_tests_pass_on_the_main_fork(main, tmp_path):
 
 def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path):
     pristine = base.ensure_pristine_tree(main)
-    tests = copy_series_tests(main.fork_dir, tmp_path / "unit_tests")
-    run = run_unit_tests(tests=tests, torchtitan_tree=pristine, report=tmp_path / "r.xml")
+    run = run_series_tests(pristine, fork=main.fork_dir, tmp_path=tmp_path)
     assert run["returncode"] != 0
     outcomes = run["outcomes"]
 

@@ -10,17 +10,11 @@ patch fixes that).
 """
 
 import re
-from pathlib import Path
 
 import pytest
 
 from patchset import base
-from upstream_pytest import (
-    copy_series_tests,
-    outcome_of,
-    run_unit_tests,
-    series_tests_on_the_fork,
-)
+from upstream_pytest import outcome_of, run_series_tests, series_tests_on_the_fork
 
 UNCHECKED = "parallelize_fn accepted tensor_parallel_degree="
 REJECTION_TESTS = (
@@ -43,11 +37,6 @@ def pr2545(workspace):
     return workspace.at("pr2545")
 
 
-def run_on(tree: Path, fork: Path, tmp_path: Path) -> dict:
-    tests = copy_series_tests(fork, tmp_path / "unit_tests")
-    return run_unit_tests(tests=tests, torchtitan_tree=tree, report=tmp_path / "r.xml")
-
-
 def test_series_tests_pass_on_the_pr2545_fork(pr2545, tmp_path):
     run = series_tests_on_the_fork(pr2545, tmp_path)
     assert run["returncode"] == 0, run["output"][-3000:]
@@ -57,7 +46,7 @@ def test_series_tests_pass_on_the_pr2545_fork(pr2545, tmp_path):
 
 def test_tp_does_not_run_on_the_pristine_branch(pr2545, tmp_path):
     pristine = base.ensure_pristine_tree(pr2545)
-    run = run_on(pristine, pr2545.fork_dir, tmp_path)
+    run = run_series_tests(pristine, fork=pr2545.fork_dir, tmp_path=tmp_path)
     assert run["returncode"] != 0
     built = [n for n in run["outcomes"] if "test_qwen3_5_moe_accepts_tp2[" in n]
     assert len(built) == 10
@@ -78,7 +67,7 @@ def test_tp_does_not_run_on_the_pristine_branch(pr2545, tmp_path):
 
 def test_checks_are_missing_once_tp_runs(pr2545, tmp_path):
     tree = base.ensure_tree_after_first_patch(pr2545)
-    run = run_on(tree, pr2545.fork_dir, tmp_path)
+    run = run_series_tests(tree, fork=pr2545.fork_dir, tmp_path=tmp_path)
     assert run["returncode"] != 0
     # TP runs: the valid degrees shard the models.
     for test in (

@@ -8,18 +8,15 @@ The rest of upstream's unit tests is bisect-check's job: no new failure at
 any step of the series.
 """
 
-from pathlib import Path
 
 import pytest
 
 from patchset import base
-from patchset.workspace import Workspace
 from recipe_audit import audit_cases, recipes_in_source
 from upstream_pytest import (
     assert_gradient_tests_fail_for_partial_dtensor,
-    copy_series_tests,
     outcome_of,
-    run_unit_tests,
+    run_series_tests,
     series_tests_on_the_fork,
 )
 
@@ -37,11 +34,6 @@ MISSING_IMPORT_TEST_FILES = (
 pytestmark = pytest.mark.proof
 
 
-@pytest.fixture
-def series_tests(v03_workspace: Workspace, tmp_path) -> Path:
-    return copy_series_tests(v03_workspace.fork_dir, tmp_path / "unit_tests")
-
-
 def test_series_tests_pass_on_the_patched_fork(v03_workspace, tmp_path):
     run = series_tests_on_the_fork(v03_workspace, tmp_path)
     assert run["returncode"] == 0, run["output"][-3000:]
@@ -53,11 +45,9 @@ def test_series_tests_pass_on_the_patched_fork(v03_workspace, tmp_path):
     assert set(audit_cases(run)) == expected
 
 
-def test_series_tests_fail_on_the_pristine_base(v03_workspace, series_tests, tmp_path):
+def test_series_tests_fail_on_the_pristine_base(v03_workspace, tmp_path):
     pristine = base.ensure_pristine_tree(v03_workspace)
-    run = run_unit_tests(
-        tests=series_tests, torchtitan_tree=pristine, report=tmp_path / "r.xml"
-    )
+    run = run_series_tests(pristine, fork=v03_workspace.fork_dir, tmp_path=tmp_path)
     assert run["returncode"] != 0
     outcomes = run["outcomes"]
 

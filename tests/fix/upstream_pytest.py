@@ -74,15 +74,19 @@ def junit_outcomes(report: Path, *, modules: set[str] | None = None) -> dict[str
     return outcomes
 
 
+def run_series_tests(tree: Path, *, fork: Path, tmp_path: Path) -> dict:
+    """The series' test files of ``fork``, run against ``tree``."""
+    tests = copy_series_tests(fork, tmp_path / "unit_tests")
+    return run_unit_tests(tests=tests, torchtitan_tree=tree, report=tmp_path / "r.xml")
+
+
 def series_tests_on_the_fork(workspace: Workspace, tmp_path: Path) -> dict:
     """The series' tests on the fork: read from bisect-check's report of the
     same tree (CI runs bisect-check first), else run here."""
     report = bisect.last_full_run(workspace, python=Path(sys.executable))
     if report is None:
-        tests = copy_series_tests(workspace.fork_dir, tmp_path / "unit_tests")
-        return run_unit_tests(
-            tests=tests, torchtitan_tree=workspace.fork_dir, report=tmp_path / "r.xml"
-        )
+        fork = workspace.fork_dir
+        return run_series_tests(fork, fork=fork, tmp_path=tmp_path)
     modules = {Path(name).stem for name in series_test_files(workspace.fork_dir)}
     outcomes = junit_outcomes(report, modules=modules)
     failed = any(message is not None for message in outcomes.values())
