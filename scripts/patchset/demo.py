@@ -1,11 +1,12 @@
 """The main job: TP=4 on Qwen3.5 MoE before and after the fix, then TP=2,
-for each target.
+for each target, and TP=2's gradients against TP=1's before and after.
 
 The scenarios of each tree run in ``probes/qwen35_tp.py``, in one
 interpreter of the project's venv per tree (the target's pristine base or
 patched fork first on PYTHONPATH), each on a freshly built model under its
-own fake process group, and report what happened. A summary gives one row
-per target.
+own fake process group, and report what happened. The gradients come from
+two gloo ranks (``probes/tp_gradients.py``), on the pristine base and on
+the fork. A summary gives one row per target.
 """
 
 import json
@@ -22,6 +23,8 @@ FLAVOR = "debugmodel_moe"
 BRANCH_FLAVOR = "debugmodel"
 TP4_CONFIG = {"tp": 4, "stage": "config"}
 FORWARD_ON_CPU = {"stage": "forward", "all_full_attention": True}
+# float32 throughout (the experts too): TP=2 only reorders the reductions.
+GRADIENT_RTOL = 1e-4
 
 
 def qwen35_probe(
@@ -30,6 +33,33 @@ def qwen35_probe(
     """Each scenario's report, from one interpreter with ``tree`` on the path."""
     args = [json.dumps(scenario) for scenario in scenarios]
     return run_probe(python, tree, "qwen35_tp", "--flavor", flavor, *args)["reports"]
+
+
+def tp2_gradients(python: Path, tree: Path, *, model: str) -> dict:
+    """TP=2 against TP=1 on the same weights, on two gloo ranks."""
+    return run_probe(python, tree, "tp_gradients", "--model", model)
+
+
+def gradient_error(report: dict) -> str:
+    name, error = report["worst_grad_error"]
+    return f"{error:.2g} ({name})"
+
+
+def show_gradients(title: str, before: dict, after: dict) -> str:
+    """Print the worst relative gradient error before and after the fix;
+    return it as a table cell."""
+    print(f"\n--- {title}")
+    print(f"    worst relative gradient error ||g_TP2 - g_TP1|| / ||g_TP1||: "
+          f"{gradient_error(before)} before the fix, {gradient_error(after)} with it")
+    print(f"    logits: {before['logit_error']:.2g} before, {after['logit_error']:.2g} with it")
+    return f"{before['worst_grad_error'][1]:.2g} → {after['worst_grad_error'][1]:.2g}"
+
+
+def gradients_are_right(after: dict) -> list[str]:
+    if after["worst_grad_error"][1] <= GRADIENT_RTOL:
+        return []
+    return [f"TP=2 gradients differ from TP=1's by {gradient_error(after)}, "
+            f"above {GRADIENT_RTOL:g}"]
 
 
 def describe(report: dict) -> str:
@@ -106,6 +136,7 @@ class TargetRow:
     pristine: str
     patched: str
     accepted: str
+    gradients: str
     problems: tuple[str, ...] = ()
 
 
@@ -154,12 +185,19 @@ def run_on_moe_branch(workspace: Workspace, *, python: Path) -> TargetRow:
     n_patches = len(read_series(workspace))
     show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
     show(f"{name} patched fork, TP=2: parallelize_fn, forward", accepted)
+    model = f"qwen3_5_moe:{BRANCH_FLAVOR}"
+    before = tp2_gradients(python, base.ensure_tree_after_first_patch(workspace), model=model)
+    after = tp2_gradients(python, workspace.fork_dir, model=model)
+    gradients = show_gradients(
+        f"{name} TP=2 against TP=1 ({model}, GatedDeltaNet on its PyTorch path), "
+        "with the series' first patch and on the patched fork", before, after)
     return TargetRow(
         target=name,
         pristine=f"{brief(unchecked)} (once TP runs; pristine: {pristine['error_type']})",
         patched=f"{brief(rejected)}; {rejected['dtensor_parameters']} DTensors made",
         accepted=brief(accepted),
-        problems=tuple(fix_is_right(rejected, accepted)),
+        gradients=gradients,
+        problems=(*fix_is_right(rejected, accepted), *gradients_are_right(after)),
     )
 
 
@@ -189,12 +227,19 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         )
         no_fix = "no fix yet (empty series)"
         return TargetRow(target=name, pristine=brief(unchecked), patched=no_fix,
-                         accepted=no_fix)
+                         accepted=no_fix, gradients=no_fix)
 
     rejected, config_time, accepted = fork_scenarios(workspace, python=python)
     show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
     show(f"{name} patched fork, trainer path: update_from_config with TP=4", config_time)
     show(f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)
+
+    model = f"qwen3_5:{FLAVOR}"
+    before = tp2_gradients(python, pristine, model=model)
+    after = tp2_gradients(python, workspace.fork_dir, model=model)
+    gradients = show_gradients(
+        f"{name} TP=2 against TP=1 ({model}, every layer full attention, "
+        "partial_dtensor), pristine base and patched fork", before, after)
 
     patched = brief(rejected)
     if "dtensor_parameters" in rejected:
@@ -204,17 +249,21 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         pristine=brief(unchecked),
         patched=patched,
         accepted=brief(accepted),
-        problems=tuple(fix_is_right(rejected, accepted, config_time=config_time)),
+        gradients=gradients,
+        problems=(*fix_is_right(rejected, accepted, config_time=config_time),
+                  *gradients_are_right(after)),
     )
 
 
 def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     """The demo for each target, then one row per target; 0 when all behave."""
     rows = [run(workspace, python=python) for workspace in workspaces]
-    print("\n| target | pristine, TP=4 | patched, TP=4 | patched, TP=2 |")
-    print("|---|---|---|---|")
+    print("\n| target | pristine, TP=4 | patched, TP=4 | patched, TP=2 | "
+          "TP=2 vs TP=1, worst gradient error, pristine → patched |")
+    print("|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row.target} | {row.pristine} | {row.patched} | {row.accepted} |")
+        print(f"| {row.target} | {row.pristine} | {row.patched} | {row.accepted} | "
+              f"{row.gradients} |")
     print()
     failed = [row for row in rows if row.problems]
     for row in failed:
@@ -223,5 +272,5 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     if failed:
         return 1
     print("PASS: every target with a series rejects TP=4 at parallelize_fn with a "
-          "clear message and runs TP=2.")
+          f"clear message and runs TP=2, with TP=1's gradients (to {GRADIENT_RTOL:g}).")
     return 0

@@ -40,7 +40,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 
-from patchset.probes.qwen35_tp import (
+from qwen35_tp import (
     call_parallelize_fn,
     configure,
     meta_model_on_cpu_mesh,

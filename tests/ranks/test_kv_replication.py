@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from test_real_ranks import launch
+from patchset.probes.ranks import FLOAT32_EXPERTS, launch
 
 WORKER = Path(__file__).with_name("kv_replication_rank.py")
 TARGETS = ("main", "v0.3")
 MODELS = (("qwen3_5", "debugmodel_moe"), ("llama3", "debugmodel"))
-FLOAT32_EXPERTS = "float32-experts"
 CONTROL = "no-replica-grad-reduction"
 # Relative errors (||a - b|| / ||b|| per tensor), float32. Qwen3.5's MoE
 # experts compute in bfloat16, which sets the floor of its gradients at

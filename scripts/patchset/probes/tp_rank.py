@@ -4,7 +4,7 @@ Launched as torchrun would (``RANK``, ``WORLD_SIZE``), it joins the store the
 launcher holds at ``MASTER_ADDR``/``MASTER_PORT``.
 
 Runs in the project's venv with a torchtitan tree (the fork or the pristine
-base) and the project's ``scripts/`` on PYTHONPATH, and writes
+base) and ``probes/`` on PYTHONPATH (``ranks.launch`` starts it), and writes
 ``<out>/rank<N>-<model>.json`` for each model: the stage the rank reached,
 and the error it raised or the numbers it computed.
 
@@ -18,6 +18,9 @@ and the error it raised or the numbers it computed.
            compared with that TP=1 model's by relative error (the backward
            runs FlexAttention's math in plain PyTorch, as FlexAttention has
            no CPU backward)
+
+On the #2545 branch (``qwen3_5_moe``) only ``compare`` runs, with the
+branch's GatedDeltaNet layers on its own PyTorch path.
 
 Qwen3.5's GatedDeltaNet layers run FLA's Triton kernels, which have no CPU
 path: a forward pass on CPU needs ``--all-full-attention``, which makes every
@@ -44,16 +47,21 @@ import torch.nn.functional as F
 from torch.distributed.tensor import distribute_tensor, DTensor
 from torch.nn.attention import sdpa_kernel, SDPBackend
 
-from patchset.probes.qwen35_tp import (
+from qwen35_tp import (
+    call_moe_branch_parallelize_fn,
     call_parallelize_fn,
     configure,
+    cpu_friendly_moe_branch,
     forward,
+    is_moe_branch,
     meta_model_on_cpu_mesh,
+    moe_branch_meta_model,
     only_full_attention,
     run_and_record,
     SEQ_LEN,
     SPECIAL_TOKENS,
 )
+from ranks import FLOAT32_EXPERTS
 
 
 def parse_args() -> argparse.Namespace:
@@ -144,9 +152,6 @@ def math_attention():
     )
 
 
-FLOAT32_EXPERTS = "float32-experts"
-
-
 def experts_precision(variant: str):
     """For ``float32-experts``, the MoE experts' grouped GEMMs keep float32
     (they cast their operands with ``Tensor.bfloat16``): the variant shows
@@ -164,7 +169,60 @@ def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def compare_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
+    """``compare`` on the #2545 branch: ``qwen3_5_moe`` with every layer as
+    the flavor has it, its GatedDeltaNet layers on the tree's own PyTorch
+    path (FLA's kernels have no CPU one), sharded by the branch's
+    ``parallelize_fn`` (TP only: no data parallelism on these ranks)."""
+    import torchtitan
+    from torchtitan.models import qwen3_5_moe
+
+    report["torchtitan"] = torchtitan.__file__
+    world_size = dist.get_world_size()
+
+    def build_spec():
+        spec = qwen3_5_moe.model_registry(args.flavor)
+        spec.model.layer.deltanet.fla_backend = "torch_naive"
+        return spec
+
+    spec = build_spec()
+    report["stage"] = "parallelize"
+    with moe_branch_meta_model(spec, tp=world_size, world_size=world_size) as (
+        model, parallel_dims
+    ):
+        call_moe_branch_parallelize_fn(spec, model, parallel_dims=parallel_dims)
+    model.to_empty(device="cpu")
+
+    torch.manual_seed(1234)
+    reference = build_spec().model.build()
+    reference.init_weights(buffer_device=torch.device("cpu"))
+    load_full_weights(model, reference)
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 1000, (1, SEQ_LEN))
+
+    def logits(each: torch.nn.Module) -> torch.Tensor:
+        out = each(tokens)
+        return out.full_tensor() if isinstance(out, DTensor) else out
+
+    report["stage"] = "forward"
+    with cpu_friendly_moe_branch(model), cpu_friendly_moe_branch(reference), \
+            experts_precision(args.variant):
+        with torch.no_grad():
+            expected, actual = logits(reference), logits(model)
+        report["logits_shape"] = list(actual.shape)
+        report["logit_error"] = relative_error(actual, expected)
+        report["stage"] = "backward"
+        for each in (reference, model):
+            logits(each).float().pow(2).mean().backward()
+    report["worst_grad_error"] = worst_relative_error(gradients(model), gradients(reference))
+
+
 def run(args: argparse.Namespace, report: dict) -> None:
+    if is_moe_branch():
+        if args.mode != "compare":
+            raise NotImplementedError("only compare runs on the #2545 branch")
+        compare_on_moe_branch(args, report)
+        return
     import torchtitan
     from torchtitan.config import ParallelismConfig, TrainingConfig
     from torchtitan.distributed.utils import set_spmd_backend
