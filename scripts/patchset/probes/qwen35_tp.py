@@ -81,12 +81,13 @@ def where(error: BaseException) -> str:
 
 
 def is_token_major(model) -> bool:
-    """Whether layers take ``x_TD`` (tokens, dim), as on upstream main, rather
-    than (batch, sequence, dim), as in 0.3.0."""
-    layer = next(iter(model.layers.values()))
+    """Whether modules take ``*_TD`` (tokens, dim) activations, as on
+    upstream main, rather than (batch, sequence, dim), as in 0.3.0. Not
+    every model names them in its first layer (kimi_k2_7's are in its MoE)."""
     return any(
-        "x_TD" in inspect.signature(type(module).forward).parameters
-        for module in (layer, *layer.children())
+        name.endswith("_TD")
+        for module in model.modules()
+        for name in inspect.signature(type(module).forward).parameters
     )
 
 
