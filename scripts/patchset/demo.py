@@ -259,7 +259,7 @@ def run_targets(workspaces: list[Workspace], *, python: Path) -> int:
     """The demo for each target, then one row per target; 0 when all behave."""
     rows = [run(workspace, python=python) for workspace in workspaces]
     print("\n| target | pristine, TP=4 | patched, TP=4 | patched, TP=2 | "
-          "TP=2 vs TP=1, worst gradient error, pristine → patched |")
+          "TP=2 vs TP=1, worst gradient error, before → with the series |")
     print("|---|---|---|---|---|")
     for row in rows:
         print(f"| {row.target} | {row.pristine} | {row.patched} | {row.accepted} | "

@@ -81,12 +81,13 @@ def where(error: BaseException) -> str:
 
 
 def is_token_major(model) -> bool:
-    """Whether modules take ``*_TD`` (tokens, dim) activations, as on
-    upstream main, rather than (batch, sequence, dim), as in 0.3.0. Not
-    every model names them in its first layer (kimi_k2_7's are in its MoE)."""
+    """Whether the decoder layers take ``*_TD`` (tokens, dim) activations, as
+    on upstream main, rather than (batch, sequence, dim), as in 0.3.0. Not
+    every model names them at the top of a layer (kimi_k2_7's are in its
+    MoE)."""
     return any(
         name.endswith("_TD")
-        for module in model.modules()
+        for module in model.layers.modules()
         for name in inspect.signature(type(module).forward).parameters
     )
 

@@ -219,8 +219,10 @@ def compare_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
 
 def run(args: argparse.Namespace, report: dict) -> None:
     if is_moe_branch():
-        if args.mode != "compare":
-            raise NotImplementedError("only compare runs on the #2545 branch")
+        if (args.mode, args.model) != ("compare", "qwen3_5_moe"):
+            raise NotImplementedError(
+                "only compare of qwen3_5_moe runs on the #2545 branch"
+            )
         compare_on_moe_branch(args, report)
         return
     import torchtitan
@@ -284,6 +286,8 @@ def run(args: argparse.Namespace, report: dict) -> None:
 def serve(run, args: argparse.Namespace, *, rank: int) -> int:
     """Join the process group and ``run(args, report)`` for each of
     ``args.models`` in turn, writing each report; exit at the first error."""
+    import torchtitan
+
     timeout = timedelta(seconds=args.pg_timeout)
     store = dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
@@ -301,7 +305,7 @@ def serve(run, args: argparse.Namespace, *, rank: int) -> int:
     for entry in args.models:
         model_name, flavor, variant = (entry.split(":") + [""])[:3]
         report: dict = {"rank": rank, "model": model_name, "flavor": flavor,
-                        "variant": variant}
+                        "variant": variant, "torchtitan": torchtitan.__file__}
         started = time.monotonic()
         failed = run_and_record(
             run,
