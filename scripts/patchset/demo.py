@@ -45,21 +45,23 @@ def gradient_error(report: dict) -> str:
     return f"{error:.2g} ({name})"
 
 
-def show_gradients(title: str, before: dict, after: dict) -> str:
-    """Print the worst relative gradient error before and after the fix;
-    return it as a table cell."""
+def gradients_before_and_after(
+    title: str, *, python: Path, before: Path, workspace: Workspace, model: str
+) -> tuple[str, list[str]]:
+    """TP=2 against TP=1 on the ``before`` tree and on the fork; print the
+    worst relative gradient errors; return them as a table cell, and what is
+    wrong with the fork's (empty when it is right)."""
+    unfixed = tp2_gradients(python, before, model=model)
+    fixed = tp2_gradients(python, workspace.fork_dir, model=model)
     print(f"\n--- {title}")
     print(f"    worst relative gradient error ||g_TP2 - g_TP1|| / ||g_TP1||: "
-          f"{gradient_error(before)} before the fix, {gradient_error(after)} with it")
-    print(f"    logits: {before['logit_error']:.2g} before, {after['logit_error']:.2g} with it")
-    return f"{before['worst_grad_error'][1]:.2g} → {after['worst_grad_error'][1]:.2g}"
-
-
-def gradients_are_right(after: dict) -> list[str]:
-    if after["worst_grad_error"][1] <= GRADIENT_RTOL:
-        return []
-    return [f"TP=2 gradients differ from TP=1's by {gradient_error(after)}, "
-            f"above {GRADIENT_RTOL:g}"]
+          f"{gradient_error(unfixed)} before the fix, {gradient_error(fixed)} with it")
+    print(f"    logits: {unfixed['logit_error']:.2g} before, {fixed['logit_error']:.2g} with it")
+    cell = f"{unfixed['worst_grad_error'][1]:.2g} → {fixed['worst_grad_error'][1]:.2g}"
+    if fixed["worst_grad_error"][1] <= GRADIENT_RTOL:
+        return cell, []
+    return cell, [f"TP=2 gradients differ from TP=1's by {gradient_error(fixed)}, "
+                  f"above {GRADIENT_RTOL:g}"]
 
 
 def describe(report: dict) -> str:
@@ -186,18 +188,19 @@ def run_on_moe_branch(workspace: Workspace, *, python: Path) -> TargetRow:
     show(f"{name} patched fork ({n_patches} patches), parallelize_fn with TP=4", rejected)
     show(f"{name} patched fork, TP=2: parallelize_fn, forward", accepted)
     model = f"qwen3_5_moe:{BRANCH_FLAVOR}"
-    before = tp2_gradients(python, base.ensure_tree_after_first_patch(workspace), model=model)
-    after = tp2_gradients(python, workspace.fork_dir, model=model)
-    gradients = show_gradients(
+    gradients, wrong_gradients = gradients_before_and_after(
         f"{name} TP=2 against TP=1 ({model}, GatedDeltaNet on its PyTorch path), "
-        "with the series' first patch and on the patched fork", before, after)
+        "with the series' first patch and on the patched fork",
+        python=python, before=base.ensure_tree_after_first_patch(workspace),
+        workspace=workspace, model=model,
+    )
     return TargetRow(
         target=name,
         pristine=f"{brief(unchecked)} (once TP runs; pristine: {pristine['error_type']})",
         patched=f"{brief(rejected)}; {rejected['dtensor_parameters']} DTensors made",
         accepted=brief(accepted),
         gradients=gradients,
-        problems=(*fix_is_right(rejected, accepted), *gradients_are_right(after)),
+        problems=(*fix_is_right(rejected, accepted), *wrong_gradients),
     )
 
 
@@ -235,11 +238,11 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
     show(f"{name} patched fork, TP=2: update_from_config, parallelize_fn, forward", accepted)
 
     model = f"qwen3_5:{FLAVOR}"
-    before = tp2_gradients(python, pristine, model=model)
-    after = tp2_gradients(python, workspace.fork_dir, model=model)
-    gradients = show_gradients(
+    gradients, wrong_gradients = gradients_before_and_after(
         f"{name} TP=2 against TP=1 ({model}, every layer full attention, "
-        "partial_dtensor), pristine base and patched fork", before, after)
+        "partial_dtensor), pristine base and patched fork",
+        python=python, before=pristine, workspace=workspace, model=model,
+    )
 
     patched = brief(rejected)
     if "dtensor_parameters" in rejected:
@@ -251,7 +254,7 @@ def run(workspace: Workspace, *, python: Path) -> TargetRow:
         accepted=brief(accepted),
         gradients=gradients,
         problems=(*fix_is_right(rejected, accepted, config_time=config_time),
-                  *gradients_are_right(after)),
+                  *wrong_gradients),
     )
 
 

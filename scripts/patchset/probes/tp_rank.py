@@ -169,6 +169,30 @@ def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def compare_with_tp1(
+    model: torch.nn.Module,
+    reference: torch.nn.Module,
+    logits,
+    report: dict,
+    *,
+    backward=contextlib.nullcontext,
+) -> None:
+    """Give ``model`` the TP=1 ``reference``'s weights, compare their
+    ``logits(module)``, then every gradient after one backward pass of the
+    same loss (run inside ``backward()``); record both relative errors."""
+    load_full_weights(model, reference)
+    report["stage"] = "forward"
+    with torch.no_grad():
+        expected, actual = logits(reference), logits(model)
+    report["logits_shape"] = list(actual.shape)
+    report["logit_error"] = relative_error(actual, expected)
+    report["stage"] = "backward"
+    with backward():
+        for each in (reference, model):
+            logits(each).float().pow(2).mean().backward()
+    report["worst_grad_error"] = worst_relative_error(gradients(model), gradients(reference))
+
+
 def compare_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
     """``compare`` on the #2545 branch: ``qwen3_5_moe`` with every layer as
     the flavor has it, its GatedDeltaNet layers on the tree's own PyTorch
@@ -196,7 +220,6 @@ def compare_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
     torch.manual_seed(1234)
     reference = build_spec().model.build()
     reference.init_weights(buffer_device=torch.device("cpu"))
-    load_full_weights(model, reference)
     torch.manual_seed(0)
     tokens = torch.randint(0, 1000, (1, SEQ_LEN))
 
@@ -204,17 +227,9 @@ def compare_on_moe_branch(args: argparse.Namespace, report: dict) -> None:
         out = each(tokens)
         return out.full_tensor() if isinstance(out, DTensor) else out
 
-    report["stage"] = "forward"
     with cpu_friendly_moe_branch(model), cpu_friendly_moe_branch(reference), \
             experts_precision(args.variant):
-        with torch.no_grad():
-            expected, actual = logits(reference), logits(model)
-        report["logits_shape"] = list(actual.shape)
-        report["logit_error"] = relative_error(actual, expected)
-        report["stage"] = "backward"
-        for each in (reference, model):
-            logits(each).float().pow(2).mean().backward()
-    report["worst_grad_error"] = worst_relative_error(gradients(model), gradients(reference))
+        compare_with_tp1(model, reference, logits, report)
 
 
 def run(args: argparse.Namespace, report: dict) -> None:
@@ -268,19 +283,11 @@ def run(args: argparse.Namespace, report: dict) -> None:
         args.model, args.flavor, all_full_attention=args.all_full_attention
     ).model.build()
     reference.init_states(buffer_device=torch.device("cpu"))
-    load_full_weights(model, reference)
-    report["stage"] = "forward"
-    with torch.no_grad(), experts_precision(args.variant):
-        expected = logits_of(reference, tokens, args.model)
-        logits = logits_of(model, tokens, args.model)
-    report["logits_shape"] = list(logits.shape)
-    report["logit_error"] = relative_error(logits, expected)
-
-    report["stage"] = "backward"
-    with math_attention(), experts_precision(args.variant):
-        for each in (reference, model):
-            logits_of(each, tokens, args.model).float().pow(2).mean().backward()
-    report["worst_grad_error"] = worst_relative_error(gradients(model), gradients(reference))
+    with experts_precision(args.variant):
+        compare_with_tp1(
+            model, reference, lambda each: logits_of(each, tokens, args.model), report,
+            backward=math_attention,
+        )
 
 
 def serve(run, args: argparse.Namespace, *, rank: int) -> int:
