@@ -23,9 +23,6 @@ def summary_rows(out: str) -> dict[str, list[str]]:
     return rows
 
 
-# The demo launches gloo ranks: one launch at a time, as in tests/ranks
-# (two at once have run out of the machine's memory).
-@pytest.mark.xdist_group("ranks")
 @pytest.mark.proof
 def test_demo_shows_the_failure_and_the_fix():
     result = subprocess.run(

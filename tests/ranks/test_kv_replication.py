@@ -45,7 +45,7 @@ GRAD_NORM_RTOL = 1e-3
 # The two ranks of each KV head's replica group (kv_replica is innermost).
 REPLICA_GROUPS = ((0, 1), (2, 3))
 
-pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.proof]
+pytestmark = pytest.mark.proof
 
 
 # Saved at TP=2 (FSDP over 2), loaded at TP=4 with replication; then saved

@@ -16,8 +16,8 @@ from patchset.probes.ranks import FLOAT32_EXPERTS, launch, PG_TIMEOUT_SECONDS, P
 
 WORKER = PROBES_DIR / "tp_rank.py"
 
-# One launch at a time on 2 cores.
-pytestmark = [pytest.mark.xdist_group("ranks"), pytest.mark.proof]
+# ranks.launch runs one launch at a time (memory).
+pytestmark = pytest.mark.proof
 
 
 def test_tp4_every_rank_fails_fast_with_the_same_error(v03_workspace, tmp_path):

@@ -7,14 +7,19 @@ picks, so no two launches race for a port, and waits for each rank's own
 exit status, so a rank that is not stopped by its own error shows up as one
 still running. The process group times out after ``PG_TIMEOUT_SECONDS``, so
 a rank left waiting in a collective fails instead of stalling, and the
-whole launch is bounded by ``LAUNCH_TIMEOUT_SECONDS``.
+whole launch is bounded by ``LAUNCH_TIMEOUT_SECONDS``. Launches run one
+at a time on the machine (a lock file): two at once have run out of its
+memory (qwen3's debug MoE takes 7 GB per rank).
 """
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,12 +29,25 @@ PG_TIMEOUT_SECONDS = 120
 LAUNCH_TIMEOUT_SECONDS = 600
 # The variant of a model whose MoE experts keep float32 (``tp_rank``).
 FLOAT32_EXPERTS = "float32-experts"
+LOCK_FILE = Path(tempfile.gettempdir()) / "patchset-rank-launch.lock"
+
+
+@contextmanager
+def one_launch_at_a_time():
+    with LOCK_FILE.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def launch(tree: Path, out: Path, *, nproc: int, args: list[str], worker: Path) -> dict:
     """Run ``nproc`` ranks of ``worker`` with ``tree`` first on PYTHONPATH;
     return each rank's exit status, its reports (``<out>/rank*.json``), the
     ranks' output and the wall time."""
+    with one_launch_at_a_time():
+        return _launch(tree, out, nproc=nproc, args=args, worker=worker)
+
+
+def _launch(tree: Path, out: Path, *, nproc: int, args: list[str], worker: Path) -> dict:
     import torch.distributed as dist
 
     started = time.monotonic()
