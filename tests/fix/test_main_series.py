@@ -64,16 +64,13 @@ def test_series_tests_fail_on_pristine_main_for_the_right_reason(main, tmp_path)
     # The recipe audit cannot import the helper; pytest reports the module.
     audit = [m for n, m in outcomes.items() if "test_recipe_tp_degree" in n]
     assert audit and all(m and "validate_tensor_parallel_degree" in m for m in audit), audit
-    # KV-head replication: clipping fails on parameters of two meshes, and the
-    # replication tests cannot import the helper they extend.
-    assert "must have the same mesh" in outcome_of(
-        run, "test_norm_and_clipping_match_plain_tensors"
-    )
+    # KV-head replication: its tests cannot import the helper they extend,
+    # nor the K/V gather.
     replication = [m for n, m in outcomes.items() if "test_kv_head_replication" in n]
     assert replication and all(
         m and "validate_tensor_parallel_degree" in m for m in replication
     ), replication
-    layer = [m for n, m in outcomes.items() if "test_kv_replicated_linear" in n]
-    assert layer and all(m and "kv_projection_config" in m for m in layer), layer
+    gather = [m for n, m in outcomes.items() if "test_kv_heads_for_local_queries" in n]
+    assert gather and all(m and "kv_heads_for_local_queries" in m for m in gather), gather
     # The gradient fixes.
     assert_gradient_tests_fail_for_partial_dtensor(run)

@@ -53,7 +53,7 @@ def recipes_of(rows: list[dict]) -> dict[str, dict]:
 def test_fork_table_covers_every_flavor_and_recipe(fork_rows):
     assert {row["model"] for row in fork_rows} >= set(MODELS_WITH_TP)
     recipes = recipes_of(fork_rows)
-    assert len(recipes) == 67
+    assert len(recipes) == 69
     assert not [name for name, recipe in recipes.items() if recipe["valid"] is False]
     qwen = {row["flavor"]: row for row in fork_rows if row["model"] == "qwen3_5"}
     for flavor in QWEN3_5_MOE_FLAVORS:

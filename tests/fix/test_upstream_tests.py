@@ -20,14 +20,14 @@ from upstream_pytest import (
     series_tests_on_the_fork,
 )
 
-# Test modules that import what the series adds (the helper, the KV-head
-# replication layer), which the base does not have.
+# Test modules that import what the series adds (the helper, the K/V
+# gather of KV-head replication), which the base does not have.
 MISSING_IMPORT_TEST_FILES = (
     "test_tp_degree_validation.py",
     "test_tp_sharded_head_counts.py",
     "test_recipe_parallelism.py",
     "test_kv_head_replication.py",
-    "test_kv_replicated_linear.py",
+    "test_kv_heads_for_local_queries.py",
 )
 
 
@@ -41,7 +41,7 @@ def test_series_tests_pass_on_the_patched_fork(v03_workspace, tmp_path):
     assert all(message is None for message in run["outcomes"].values())
     # The recipe audit among them covers every recipe the fork ships.
     expected = recipes_in_source(v03_workspace.fork_dir)
-    assert len(expected) == 67
+    assert len(expected) == 69
     assert set(audit_cases(run)) == expected
 
 

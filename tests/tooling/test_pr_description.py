@@ -30,7 +30,7 @@ def test_pr_description_and_cover_letter(tmp_path):
     assert "[PATCH]" not in body
     assert "`qwen35_122b_a10b`, `qwen35_397b_a17b`" in body
     assert "| qwen3_5 | `397B-A17B` | 32 | 2 | 16 / 64 | 16 | 2 | 1, 2 | " \
-        "`qwen35_397b_a17b` TP=8 ✓ |" in body
+        "`qwen35_397b_a17b` TP=2 ✓<br>`qwen35_397b_a17b_tp8` TP=8 ✓ |" in body
     assert "pytest tests/unit_tests/" in body
 
     written = sorted(path.name for path in mail.iterdir())

@@ -1,33 +1,47 @@
-"""Per-rank figures of the large Qwen3.5 MoE recipes, with KV-head
-replication at their own TP against TP=2 without it; print JSON.
+"""Per-rank cost of KV-head replication in the large Qwen3.5 MoE recipes;
+print JSON.
 
 Runs inside the project's venv against the torchtitan tree first on
-PYTHONPATH. Each recipe is built on the meta device and parallelized under a
-``fake`` process group of ``--world-size`` ranks, with the recipe's own
-parallelism (TP=4 or TP=8, ``replicate_kv_heads`` on) and with TP=2 and
-replication off (what the recipes get without it); everything else is the
-recipe's. Per rank and layout it reports:
+PYTHONPATH. Each recipe pair is built on the meta device and parallelized
+under a ``fake`` process group of ``--world-size`` ranks: the shipped recipe
+(TP=2, whole KV heads per rank) and its replicating one (``*_tp4``,
+``*_tp8``: the same recipe at a higher TP with ``replicate_kv_heads``). The
+previous design of the series (each rank holding a whole KV head of
+``wk``/``wv`` on a ``(kv_group, kv_replica)`` mesh, its gradient all-reduced
+over the replicas) no longer exists in the tree; its figures are derived
+from the replicating layout, which differs from it only in ``wk``/``wv``.
 
-  parameter bytes     the rank's local shards (float32), all, routed-expert
-                      and non-expert, and of the replicated KV weights; and
-                      the largest decoder layer's non-expert parameters as
-                      FSDP all-gathers them on the rank
-  tokens per step     the recipe's tokens per microbatch per data-parallel
-                      rank times the data-parallel degree
-  communication       per microbatch step, bytes each rank sends:
-                      - the all-reduce of the replicated KV weights'
-                        gradients over ``kv_replica`` (ring: 2(r-1)/r of the
-                        rank's gradient bytes, float32); none at TP=2
-                      - FSDP on the non-expert parameters: two all-gathers
-                        (forward and backward, in the recipe's parameter
-                        dtype) and one reduce-scatter (reduce dtype), each
-                        sending (f-1) times the rank's shard
-                      - sequence-parallel TP on activations: per layer, an
-                        all-gather and a reduce-scatter around attention and
-                        around the feed-forward, forward and backward, each
-                        sending (tp-1)/tp of the [tokens, dim] activation in
-                        the parameter dtype
-Expert parallelism is the same in both layouts and left out.
+Per rank and layout, bytes:
+
+  parameters       the rank's local shards (float32): all, non-expert, the
+                   K/V projections, and the largest decoder layer's
+                   non-expert parameters as FSDP all-gathers them
+  tokens per step  tokens per microbatch per data-parallel rank times the
+                   data-parallel degree
+  sent per microbatch step:
+    kv_gather      this design: per full-attention layer, K and V are each
+                   all-gathered over TP in the forward, again in the
+                   recomputation of full activation checkpointing, and
+                   reduce-scattered in the backward; each sends (tp-1)/tp
+                   of the [tokens, n_kv_heads * head_dim] output in the
+                   parameter dtype
+    kv_grad_all_reduce
+                   the previous design: the K/V weights' gradients
+                   all-reduced over the r = tp // n_kv_heads replicas (ring:
+                   2(r-1)/r of the rank's gradient, reduce dtype)
+    fsdp_non_expert
+                   two all-gathers (parameter dtype) and one reduce-scatter
+                   (reduce dtype) of the non-expert parameters, each sending
+                   (f-1) times the rank's shard
+    sequence_parallel
+                   per layer, an all-gather and a reduce-scatter around
+                   attention and around the feed-forward, forward and
+                   backward, each sending (tp-1)/tp of the [tokens, dim]
+                   activation in the parameter dtype
+  kv_gather_peak   this design: the gathered K and V of one layer, alive
+                   for a moment in the forward (nothing more is saved for
+                   the backward than without replication)
+Expert parallelism is the same in every layout and left out.
 """
 
 import argparse
@@ -42,8 +56,12 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
-RECIPES = ("qwen35_122b_a10b", "qwen35_397b_a17b")
-BASELINE_TP = 2
+# Shipped recipe (TP=2) -> its replicating recipe.
+RECIPES = {
+    "qwen35_122b_a10b": "qwen35_122b_a10b_tp4",
+    "qwen35_397b_a17b": "qwen35_397b_a17b_tp8",
+}
+KV_WEIGHTS = ("wk.weight", "wv.weight")
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,43 +78,38 @@ def local_bytes(tensor: torch.Tensor) -> int:
 def parameter_bytes(model) -> dict[str, int]:
     """The rank's local bytes, and the largest decoder layer's non-expert
     parameters as FSDP all-gathers them (the rank's TP shard of the layer)."""
-    totals = {"all": 0, "experts": 0, "non_expert": 0, "replicated_kv": 0}
+    totals = {"all": 0, "non_expert": 0, "kv": 0}
     gathered: dict[str, int] = {}
     for name, param in model.named_parameters():
         size = local_bytes(param)
         totals["all"] += size
         if ".routed_experts." in name:
-            totals["experts"] += size
             continue
         totals["non_expert"] += size
-        mesh_dims = mesh_dim_names(param)
-        if "kv_replica" in mesh_dims:
-            totals["replicated_kv"] += size
+        if name.startswith("layers.") and name.endswith(KV_WEIGHTS):
+            totals["kv"] += size
         if name.startswith("layers."):
             layer = name.split(".")[1]
-            fsdp = param.device_mesh["fsdp"].size() if "fsdp" in mesh_dims else 1
+            names = param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else ()
+            fsdp = next((param.device_mesh[d].size() for d in ("fsdp", "dp_shard")
+                         if d in (names or ())), 1)
             gathered[layer] = gathered.get(layer, 0) + size * fsdp
     totals["gathered_layer"] = max(gathered.values())
     return totals
 
 
-def mesh_dim_names(param) -> tuple[str, ...]:
-    return param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else ()
-
-
-def kv_replica_size(model) -> int:
-    for param in model.parameters():
-        if "kv_replica" in mesh_dim_names(param):
-            return param.device_mesh["kv_replica"].size()
-    return 1
-
-
-def layout(recipe, parallelism, *, world_size: int) -> dict:
-    """Parallelize the recipe's model with ``parallelism``; the figures."""
-    from torchtitan.config import CompileConfig, TORCH_DTYPE_MAP
+def parallelized(recipe, *, world_size: int):
+    """The recipe's model parallelized with its own parallelism, on meta;
+    and its ParallelDims."""
+    from torchtitan.config import CompileConfig
     from torchtitan.distributed import ParallelDims
     from torchtitan.distributed.utils import set_spmd_backend
 
+    # One process parallelizes several models, which the spmd_types backend
+    # refuses the second time ("Expected param's DTensor mesh to be the same
+    # mesh passed to fully_shard"); the shards, and so every figure here,
+    # are the same under partial_dtensor.
+    parallelism = dataclasses.replace(recipe.parallelism, spmd_backend="partial_dtensor")
     set_spmd_backend(parallelism.spmd_backend)
     spec = recipe.model_spec
     spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
@@ -114,29 +127,66 @@ def layout(recipe, parallelism, *, world_size: int) -> dict:
             ac_config=None,
             dump_folder="",
         )
+    return model, parallel_dims
+
+
+def layout(recipe, *, world_size: int) -> dict:
+    """The figures of ``recipe`` as it runs (module docstring)."""
+    from torchtitan.config import TORCH_DTYPE_MAP
+
+    model, parallel_dims = parallelized(recipe, world_size=world_size)
+    config = recipe.model_spec.model
+    attention = [layer.attention for layer in config.layers if layer.attention is not None]
+    n_kv_heads, head_dim = attention[0].n_kv_heads, attention[0].head_dim
+    replicate = attention[0].replicate_kv_heads
     tp, fsdp = parallel_dims.tp, parallel_dims.dp_shard * parallel_dims.cp
     dp = parallel_dims.dp_replicate * parallel_dims.dp_shard
-    sizes = parameter_bytes(model)
     param_size = TORCH_DTYPE_MAP[recipe.training.mixed_precision_param].itemsize
-    reduce_size = TORCH_DTYPE_MAP[recipe.training.mixed_precision_reduce].itemsize
-    replicas = kv_replica_size(model)
+    sizes = parameter_bytes(model)
     tokens = tokens_per_dp_rank(recipe.training)
-    non_expert_elements = sizes["non_expert"] // 4
-    kv_grad_elements = sizes["replicated_kv"] // 4
+    kv_output = tokens * n_kv_heads * head_dim * param_size
+    gathers = 2 * len(attention) * 3 if replicate and tp > n_kv_heads else 0
     return {
         "tp": tp,
         "fsdp": fsdp,
         "dp": dp,
-        "replicate_kv_heads": replicas > 1,
-        "kv_replica": replicas,
+        "replicate_kv_heads": replicate,
+        "n_kv_heads": n_kv_heads,
         "parameter_bytes": sizes,
         "tokens_per_step": tokens * dp,
+        "kv_gather_peak": 2 * kv_output if gathers else 0,
         "sent_bytes": {
-            "kv_grad_all_reduce": 2 * (replicas - 1) * kv_grad_elements * reduce_size
-            // replicas,
-            "fsdp_non_expert": (fsdp - 1) * non_expert_elements * (2 * param_size + reduce_size),
-            "sequence_parallel": len(spec.model.layers) * 8 * (tp - 1) * tokens
-            * spec.model.dim * param_size // tp,
+            "kv_gather": gathers * (tp - 1) * kv_output // tp,
+            "kv_grad_all_reduce": 0,
+            "fsdp_non_expert": (fsdp - 1) * sizes["non_expert"] // 4
+            * (2 * param_size + TORCH_DTYPE_MAP[recipe.training.mixed_precision_reduce].itemsize),
+            "sequence_parallel": len(config.layers) * 8 * (tp - 1) * tokens
+            * config.dim * param_size // tp,
+        },
+    }
+
+
+def previous_design(replicating: dict, *, reduce_size: int = 4) -> dict:
+    """The replicating layout as the previous design held it: every rank a
+    whole KV head of wk/wv (``tp // n_kv_heads`` times its colwise shard),
+    no K/V gather, and the K/V gradients all-reduced over the replicas."""
+    replicas = replicating["tp"] // replicating["n_kv_heads"]
+    kv = replicating["parameter_bytes"]["kv"] * replicas
+    extra = kv - replicating["parameter_bytes"]["kv"]
+    sizes = {key: value + extra for key, value in replicating["parameter_bytes"].items()}
+    sizes["kv"] = kv
+    # The largest layer, if it is a full-attention one (an upper bound).
+    sizes["gathered_layer"] = replicating["parameter_bytes"]["gathered_layer"] + (
+        extra * replicating["fsdp"] // replicating["full_attention_layers"]
+    )
+    return {
+        **replicating,
+        "parameter_bytes": sizes,
+        "kv_gather_peak": 0,
+        "sent_bytes": {
+            **replicating["sent_bytes"],
+            "kv_gather": 0,
+            "kv_grad_all_reduce": 2 * (replicas - 1) * (kv // 4) * reduce_size // replicas,
         },
     }
 
@@ -149,25 +199,31 @@ def tokens_per_dp_rank(training) -> int:
 
 
 def main() -> int:
+    import importlib
+
     import torchtitan
-    from torchtitan.models.qwen3_5 import config_registry
 
     args = parse_args()
+    try:
+        config_registry = importlib.import_module("torchtitan.models.qwen3_5.config_registry")
+    except ImportError as error:
+        raise LookupError(f"no replicate_kv_heads recipes: {error}") from error
+    missing = [name for name in RECIPES.values() if not hasattr(config_registry, name)]
+    if missing:
+        raise LookupError(f"no replicate_kv_heads recipes: {', '.join(missing)}")
     report = {"torchtitan": torchtitan.__file__, "world_size": args.world_size, "recipes": {}}
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=args.world_size)
-    for name in RECIPES:
-        recipe = getattr(config_registry, name)()
-        replicated = layout(recipe, recipe.parallelism, world_size=args.world_size)
-        baseline_recipe = getattr(config_registry, name)()
-        for layer in baseline_recipe.model_spec.model.layers:
-            if layer.attention is not None:
-                layer.attention.replicate_kv_heads = False
-        baseline = layout(
-            baseline_recipe,
-            dataclasses.replace(baseline_recipe.parallelism, tensor_parallel_degree=BASELINE_TP),
-            world_size=args.world_size,
+    for shipped, replicating_name in RECIPES.items():
+        recipe = getattr(config_registry, replicating_name)()
+        replicating = layout(recipe, world_size=args.world_size)
+        replicating["full_attention_layers"] = sum(
+            1 for layer in recipe.model_spec.model.layers if layer.attention is not None
         )
-        report["recipes"][name] = {"replicated": replicated, "baseline": baseline}
+        report["recipes"][replicating_name] = {
+            "tp2": layout(getattr(config_registry, shipped)(), world_size=args.world_size),
+            "gather": replicating,
+            "previous": previous_design(replicating),
+        }
     dist.destroy_process_group()
     print(json.dumps(report))
     return 0

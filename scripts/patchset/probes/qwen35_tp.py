@@ -117,6 +117,7 @@ def run_and_record(run, args: argparse.Namespace, report: dict) -> bool:
         report["error_type"] = type(error).__name__
         report["error"] = str(error)
         report["raised_at"] = where(error)
+        report["traceback"] = traceback.format_exc(limit=-12)
         return True
     report["outcome"] = "ok"
     return False
@@ -156,9 +157,12 @@ def meta_model_on_cpu_mesh(spec, parallelism, *, world_size: int):
         yield model, parallel_dims
 
 
-def call_parallelize_fn(spec, model, *, parallelism, parallel_dims, training=None) -> None:
+def call_parallelize_fn(
+    spec, model, *, parallelism, parallel_dims, training=None, ac_config=None,
+    compile_config=None,
+) -> None:
     """The model spec's ``parallelize_fn`` with the trainer's defaults (or
-    the given ``TrainingConfig``)."""
+    the given training, activation checkpointing and compile configs)."""
     from torchtitan.config import CompileConfig, TrainingConfig
 
     spec.parallelize_fn(
@@ -166,8 +170,8 @@ def call_parallelize_fn(spec, model, *, parallelism, parallel_dims, training=Non
         parallel_dims=parallel_dims,
         training=training or TrainingConfig(),
         parallelism=parallelism,
-        compile_config=CompileConfig(),
-        ac_config=None,
+        compile_config=compile_config or CompileConfig(),
+        ac_config=ac_config,
         dump_folder="",
     )
 

@@ -99,12 +99,23 @@ def logits_of(model, tokens: torch.Tensor, model_name: str) -> torch.Tensor:
     return logits.full_tensor() if isinstance(logits, DTensor) else logits
 
 
+# Module names that activation checkpointing and torch.compile insert.
+WRAPPER_NAMES = ("_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def unwrapped(name: str) -> str:
+    """A parameter's name as in the unwrapped model."""
+    for wrapper in WRAPPER_NAMES:
+        name = name.replace(wrapper, "")
+    return name
+
+
 def load_full_weights(model: torch.nn.Module, reference: torch.nn.Module) -> None:
     """Give every rank its shard of the TP=1 model's weights and buffers."""
     full = dict(reference.named_parameters()) | dict(reference.named_buffers())
     with torch.no_grad():
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            source = full[name]
+            source = full[unwrapped(name)]
             if isinstance(tensor, DTensor):
                 shard = distribute_tensor(
                     source, tensor.device_mesh, tensor.placements, src_data_rank=None
@@ -163,7 +174,7 @@ def experts_precision(variant: str):
 
 def gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {
-        name: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+        unwrapped(name): p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
         for name, p in model.named_parameters()
         if p.grad is not None
     }
