@@ -38,9 +38,12 @@ Per rank and layout, bytes:
                    attention and around the feed-forward, forward and
                    backward, each sending (tp-1)/tp of the [tokens, dim]
                    activation in the parameter dtype
-  kv_gather_peak   this design: the gathered K and V of one layer, alive
-                   for a moment in the forward (nothing more is saved for
-                   the backward than without replication)
+  kv_gather_peak   this design, on the default spmd_types backend: the
+                   gathered K and V of one layer and their heads repeated
+                   for each TP rank ([tokens, tp * head_dim], what
+                   spmd_types' R -> S conversion cuts this rank's head
+                   from), alive for a moment in the forward; nothing more
+                   is saved for the backward than without replication
 Expert parallelism is the same in every layout and left out.
 """
 
@@ -154,7 +157,7 @@ def layout(recipe, *, world_size: int) -> dict:
         "n_kv_heads": n_kv_heads,
         "parameter_bytes": sizes,
         "tokens_per_step": tokens * dp,
-        "kv_gather_peak": 2 * kv_output if gathers else 0,
+        "kv_gather_peak": 2 * kv_output * (n_kv_heads + tp) // n_kv_heads if gathers else 0,
         "sent_bytes": {
             "kv_gather": gathers * (tp - 1) * kv_output // tp,
             "kv_grad_all_reduce": 0,
