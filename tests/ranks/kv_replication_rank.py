@@ -15,7 +15,6 @@ variant ``+``-separated options for what the recipes run:
             with float32 experts, as the reference
   ac        full activation checkpointing
   compile   the blocks compiled with inductor
-  epN       expert parallelism of degree N
   tpN       TP degree N instead of 4
   control   the negative control: the backward of the K/V gather keeps each
             rank's own gradient instead of summing the ranks that share a
@@ -89,12 +88,11 @@ def parse_args() -> argparse.Namespace:
 def options(variant: str) -> dict:
     """The options of a compare variant (module docstring)."""
     tokens = set(filter(None, variant.split("+")))
-    degree = {t[:2]: int(t[2:]) for t in tokens if t[:2] in ("tp", "ep") and t[2:].isdigit()}
-    known = {"bf16", "ac", "compile", "control"} | {f"{k}{v}" for k, v in degree.items()}
+    tp = [int(t[2:]) for t in tokens if t.startswith("tp") and t[2:].isdigit()]
+    known = {"bf16", "ac", "compile", "control"} | {f"tp{n}" for n in tp}
     assert tokens <= known, f"unknown variant options: {sorted(tokens - known)}"
     return {
-        "tp": degree.get("tp", 4),
-        "ep": degree.get("ep", 1),
+        "tp": tp[0] if tp else 4,
         "bf16": "bf16" in tokens,
         "ac": "ac" in tokens,
         "compile": "compile" in tokens,
@@ -201,8 +199,8 @@ def kv_placements(model) -> list[list]:
     return seen
 
 
-def parallelized(args: argparse.Namespace, report: dict, *, tp: int, ep: int = 1,
-                 bf16: bool = False, ac: bool = False, compile: bool = False, **_):
+def parallelized(args: argparse.Namespace, report: dict, *, tp: int,
+                 bf16: bool = False, ac: bool = False, compile: bool = False):
     """The model variant at ``tp`` (FSDP over the other ranks) on
     ``args.backend``, parallelized and on CPU, weights not set; and its
     ParallelDims."""
@@ -213,7 +211,6 @@ def parallelized(args: argparse.Namespace, report: dict, *, tp: int, ep: int = 1
     set_spmd_backend(args.backend)
     parallelism = ParallelismConfig(
         tensor_parallel_degree=tp,
-        expert_parallel_degree=ep,
         spmd_backend=args.backend,
     )
     replicate = tp > N_KV_HEADS
@@ -291,7 +288,10 @@ def compare(args: argparse.Namespace, report: dict) -> None:
 
     run_options = options(args.variant)
     report["options"] = run_options
-    model, parallel_dims = parallelized(args, report, **run_options)
+    model, parallel_dims = parallelized(
+        args, report, tp=run_options["tp"], bf16=run_options["bf16"],
+        ac=run_options["ac"], compile=run_options["compile"],
+    )
     reference = reference_model(args)
     load_full_weights(model, reference)
     # Before any forward pass, as in the trainer: FSDP's root module keeps its

@@ -51,13 +51,13 @@ import argparse
 import dataclasses
 import json
 import sys
-import types
-from unittest import mock
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from torch.testing._internal.distributed.fake_pg import FakeStore
+
+from qwen35_tp import call_parallelize_fn, configure, meta_model_on_cpu_mesh
 
 # Shipped recipe (TP=2) -> its replicating recipe.
 RECIPES = {
@@ -89,14 +89,14 @@ def parameter_bytes(model) -> dict[str, int]:
         if ".routed_experts." in name:
             continue
         totals["non_expert"] += size
-        if name.startswith("layers.") and name.endswith(KV_WEIGHTS):
+        if not name.startswith("layers."):
+            continue
+        if name.endswith(KV_WEIGHTS):
             totals["kv"] += size
-        if name.startswith("layers."):
-            layer = name.split(".")[1]
-            names = param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else ()
-            fsdp = next((param.device_mesh[d].size() for d in ("fsdp", "dp_shard")
-                         if d in (names or ())), 1)
-            gathered[layer] = gathered.get(layer, 0) + size * fsdp
+        names = param.device_mesh.mesh_dim_names if isinstance(param, DTensor) else None
+        fsdp = param.device_mesh["fsdp"].size() if "fsdp" in (names or ()) else 1
+        layer = name.split(".")[1]
+        gathered[layer] = gathered.get(layer, 0) + size * fsdp
     totals["gathered_layer"] = max(gathered.values())
     return totals
 
@@ -104,8 +104,6 @@ def parameter_bytes(model) -> dict[str, int]:
 def parallelized(recipe, *, world_size: int):
     """The recipe's model parallelized with its own parallelism, on meta;
     and its ParallelDims."""
-    from torchtitan.config import CompileConfig
-    from torchtitan.distributed import ParallelDims
     from torchtitan.distributed.utils import set_spmd_backend
 
     # One process parallelizes several models, which the spmd_types backend
@@ -115,21 +113,12 @@ def parallelized(recipe, *, world_size: int):
     parallelism = dataclasses.replace(recipe.parallelism, spmd_backend="partial_dtensor")
     set_spmd_backend(parallelism.spmd_backend)
     spec = recipe.model_spec
-    spec.model.update_from_config(config=types.SimpleNamespace(parallelism=parallelism))
-    with mock.patch("torchtitan.distributed.parallel_dims.device_type", "cpu"):
-        parallel_dims = ParallelDims.from_config(parallelism, world_size)
-        parallel_dims.build_mesh()
-        with torch.device("meta"):
-            model = spec.model.build()
-        spec.parallelize_fn(
-            model,
-            parallel_dims=parallel_dims,
-            training=recipe.training,
-            parallelism=parallelism,
-            compile_config=CompileConfig(),
-            ac_config=None,
-            dump_folder="",
-        )
+    configure(spec, parallelism, skip_config_check=False)
+    with meta_model_on_cpu_mesh(spec, parallelism, world_size=world_size) as (
+        model, parallel_dims
+    ):
+        call_parallelize_fn(spec, model, parallelism=parallelism,
+                            parallel_dims=parallel_dims, training=recipe.training)
     return model, parallel_dims
 
 
@@ -155,6 +144,7 @@ def layout(recipe, *, world_size: int) -> dict:
         "dp": dp,
         "replicate_kv_heads": replicate,
         "n_kv_heads": n_kv_heads,
+        "full_attention_layers": len(attention),
         "parameter_bytes": sizes,
         "tokens_per_step": tokens * dp,
         "kv_gather_peak": 2 * kv_output * (n_kv_heads + tp) // n_kv_heads if gathers else 0,
@@ -219,9 +209,6 @@ def main() -> int:
     for shipped, replicating_name in RECIPES.items():
         recipe = getattr(config_registry, replicating_name)()
         replicating = layout(recipe, world_size=args.world_size)
-        replicating["full_attention_layers"] = sum(
-            1 for layer in recipe.model_spec.model.layers if layer.attention is not None
-        )
         report["recipes"][replicating_name] = {
             "tp2": layout(getattr(config_registry, shipped)(), world_size=args.world_size),
             "gather": replicating,
